@@ -1,0 +1,38 @@
+"""The `journey` command: one sub-command per stage of the data flow."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="journey",
+    help="journeyml: customer journey features, predictive scores and next best actions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """journeyml command line. Every command takes --json for one machine-readable summary on stdout."""
+
+
+def _register() -> None:
+    # Imported lazily so `journey --help` stays fast and nothing heavy loads at import time.
+    from features.cli import register as register_features
+
+    register_features(app)
+    for module in ("features.simulator.cli", "training.cli", "serving.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        mod.register(app)
+
+
+def main() -> None:
+    _register()
+    app()
