@@ -15,7 +15,6 @@ rolled forward by `recover()` (the store is as after). Writers hold an exclusive
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -33,15 +32,34 @@ from core.contract import EVENT_SCHEMA
 TMP_SUFFIX = ".tmp"
 
 
-def event_keys(event_ids: pa.Array | list[str] | np.ndarray) -> np.ndarray:
-    """Stable 64-bit keys of event ids (blake2b), for deduplication."""
-    values = event_ids.to_pylist() if isinstance(event_ids, pa.Array | pa.ChunkedArray) else list(event_ids)
-    out = np.fromiter(
-        (int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") for v in values),
-        dtype=np.uint64,
-        count=len(values),
-    )
-    return out
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def event_keys(event_ids: pa.Array | pa.ChunkedArray | list[str] | np.ndarray) -> np.ndarray:
+    """Stable 64-bit keys of event ids (FNV-1a over the UTF-8 bytes), for deduplication.
+
+    Vectorised over the Arrow string buffer: one numpy pass per byte position, so the cost
+    is rows x (longest id), with no Python loop over rows. The keys are persisted in the
+    store, so this function must never change.
+    """
+    arr = event_ids if isinstance(event_ids, pa.Array | pa.ChunkedArray) else pa.array(list(event_ids), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n == 0:
+        return np.empty(0, dtype=np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.empty(0, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    keys = np.full(n, FNV_OFFSET, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(int(lengths.max(initial=0))):
+            live = np.flatnonzero(lengths > j)
+            byte = data[starts[live] + j].astype(np.uint64)
+            keys[live] = (keys[live] ^ byte) * FNV_PRIME
+    return keys
 
 
 def _fsync_dir(path: Path) -> None:
@@ -192,8 +210,9 @@ class EventStore:
             con.execute(f"SET temp_directory='{self.root / '_staging' / batch / 'spill'}'")
             files = ", ".join(f"'{f}'" for f in chunk_files)
             con.execute(
-                f"COPY (SELECT *, strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS event_date "
-                f"FROM read_parquet([{files}])) TO '{out_dir}' "
+                f"COPY (SELECT {', '.join(EVENT_SCHEMA.names)}, "
+                "strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS event_date "
+                f"FROM read_parquet([{files}]) ORDER BY event_time) TO '{out_dir}' "
                 "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (event_date), OVERWRITE_OR_IGNORE)"
             )
         finally:
@@ -201,13 +220,12 @@ class EventStore:
         parts: dict[str, list[Path]] = {}
         for n, written in enumerate(sorted(out_dir.glob("event_date=*/*.parquet"))):
             day = written.parent.name.split("=", 1)[1]
-            table = pq.ParquetFile(written).read().cast(EVENT_SCHEMA).sort_by("event_time")
             target = self.root / f"event_date={day}"
             target.mkdir(parents=True, exist_ok=True)
             path = target / f".part-{batch}-{n:05d}.parquet{TMP_SUFFIX}"
-            pq.write_table(table, path, compression="zstd")
-            with open(path, "rb+") as fh:
+            with open(written, "rb+") as fh:
                 os.fsync(fh.fileno())
+            os.replace(written, path)
             parts.setdefault(day, []).append(path)
         return parts
 

@@ -26,10 +26,22 @@ REASONS = (
 
 
 def _as_text(series: pd.Series) -> pd.Series:
-    """Strings, stripped; None for missing or blank."""
-    s = series.astype(object).where(series.notna(), None)
-    out = s.map(lambda v: (v.strip() if isinstance(v, str) else (format_id(v))) if v is not None else None)
-    return out.where(out.map(lambda v: v is not None and v != ""), None)
+    """Strings, stripped; None for missing or blank. Ids read as numbers (17850.0) become '17850'."""
+    if pd.api.types.is_float_dtype(series.dtype):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        whole = np.isfinite(values) & (np.abs(values) < 2.0**62) & (np.mod(values, 1) == 0)
+        text = pd.Series(np.where(whole, values, 0).astype(np.int64), index=series.index).astype(str)
+        text = text.where(whole, series.astype(str))
+        return text.where(series.notna(), None).astype(object)
+    if pd.api.types.is_integer_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+        return series.astype(str).where(series.notna(), None).astype(object)
+    if series.dtype == object and len(series) and not series.map(type).isin([str, type(None)]).all():
+        series = series.map(
+            lambda v: format_id(v) if v is not None and not (isinstance(v, float) and np.isnan(v)) else None
+        )
+    text = series.astype("string[pyarrow]").str.strip()
+    text = text.where(text.notna() & (text != ""), None)
+    return text.astype(object).where(text.notna(), None)
 
 
 def format_id(v: Any) -> str:
@@ -52,7 +64,7 @@ def parse_times(series: pd.Series, fmt: str | None = None, timezone: str = "UTC"
     text = raw.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else format_id(v))
     if fmt and fmt != "iso":
         return _localise(pd.to_datetime(text, format="%Y%m%d" if fmt == "yyyymmdd" else fmt, errors="coerce"), timezone)
-    text = text.astype("string")
+    text = text.astype("string[pyarrow]")
     aware = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).fillna(False).astype(bool)
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
     if aware.any():
@@ -109,8 +121,43 @@ def _json_object(v: Any) -> str | None | float:
             obj = json.loads(v)
         except ValueError:
             return np.nan
-        return json.dumps(obj, sort_keys=True) if isinstance(obj, dict) else np.nan
+        return v if isinstance(obj, dict) else np.nan
     return np.nan
+
+
+def _properties(series: pd.Series) -> pd.Series:
+    """Validate the properties column: JSON object text (kept as given), None, or NaN when invalid.
+
+    Strings are checked in bulk by DuckDB's JSON parser; other values (dicts from JSON Lines) one by one.
+    """
+    if series.isna().all():
+        return pd.Series([None] * len(series), index=series.index, dtype=object)
+    if series.dtype == object and not series[series.notna()].map(type).eq(str).all():
+        return series.map(_json_object)
+    import duckdb
+    import pyarrow as pa
+
+    text = pa.array(series.astype("string[pyarrow]").str.strip().replace("", None), type=pa.string())
+    con = duckdb.connect()
+    try:
+        con.register("text_tbl", pa.table({"p": text}))
+        flags = con.execute(
+            "SELECT p IS NULL AS missing, CASE WHEN json_valid(p) THEN json_type(p::JSON) = 'OBJECT' ELSE false END "
+            "AS ok FROM text_tbl"
+        ).fetchnumpy()
+    finally:
+        con.close()
+    out = pd.Series(text.to_pandas(), index=series.index, dtype=object)
+    missing = np.asarray(flags["missing"], dtype=bool)
+    good = np.asarray(pd.Series(flags["ok"]).fillna(False), dtype=bool)
+    out[~missing & ~good] = np.nan
+    out[missing] = None
+    return out
+
+
+def _lower(series: pd.Series) -> pd.Series:
+    low = series.astype("string[pyarrow]").str.lower()
+    return low.astype(object).where(low.notna(), None)
 
 
 def validate(
@@ -133,7 +180,7 @@ def validate(
 
     customer = _as_text(col("customer_id"))
     flag(customer.isna(), "missing_customer_id")
-    flag(customer.map(lambda v: v is not None and len(v) > MAX_ID_LEN), "bad_customer_id")
+    flag(customer.astype("string[pyarrow]").str.len() > MAX_ID_LEN, "bad_customer_id")
 
     raw_time = col("event_time")
     flag(raw_time.isna(), "missing_event_time")
@@ -144,11 +191,11 @@ def validate(
 
     if "_dropped" in frame.columns:
         flag(frame["_dropped"], "dropped_by_mapping")
-    etype = _as_text(col("event_type")).map(lambda v: v.lower() if v is not None else None)
+    etype = _lower(_as_text(col("event_type")))
     flag(etype.isna(), "missing_event_type")
     flag(~etype.isin(list(EVENT_TYPE_STAGE)), "unknown_event_type")
 
-    channel = _as_text(col("channel")).map(lambda v: v.lower() if v is not None else None).fillna("other")
+    channel = _lower(_as_text(col("channel"))).fillna("other")
     flag(~channel.isin(CHANNELS), "unknown_channel")
 
     raw_value = col("value")
@@ -158,11 +205,11 @@ def validate(
     flag(etype.isin(["purchase", "refund"]) & (value < 0), "negative_amount")
     flag((etype == "nps_response") & value.notna() & ((value < 0) | (value > 10)), "bad_nps")
 
-    props = col("properties").map(_json_object)
-    flag(props.map(lambda v: isinstance(v, float)), "bad_properties")
+    props = _properties(col("properties"))
+    flag(props.map(lambda v: isinstance(v, float)) if props.notna().any() else props.notna(), "bad_properties")
 
     event_id = _as_text(col("event_id"))
-    flag(event_id.map(lambda v: v is not None and len(v) > MAX_ID_LEN), "bad_event_id")
+    flag(event_id.astype("string[pyarrow]").str.len() > MAX_ID_LEN, "bad_event_id")
     session = _as_text(col("session_id"))
 
     ok = reason.isna()

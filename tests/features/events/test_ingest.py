@@ -271,3 +271,18 @@ def test_kill_9_during_ingest_leaves_before_or_after(tmp_path: Path) -> None:
     result = ingest_files([tmp_path / "big.parquet"], store, tmp_path / "q", now=NOW, chunk_rows=20_000)
     assert result.balanced and store.count() == n
     assert store.read(["event_id"]).column(0).to_pandas().is_unique
+
+
+def test_simulated_faults_are_all_caught(tmp_path: Path) -> None:
+    from features.simulator import simulate, write_simulation
+
+    sim = simulate(300, 60, seed=5, faults=0.02)
+    paths = write_simulation(sim, tmp_path / "sim")
+    store = EventStore(tmp_path / "events")
+    result = ingest_files([Path(paths["events"])], store, tmp_path / "q", now=sim.end + pd.Timedelta(days=1))
+    assert result.balanced
+    clean = sim.clean_events()
+    assert store.count() == len(clean)
+    assert set(store.read(["event_id"]).column(0).to_pylist()) == set(clean["event_id"].astype(str))
+    kinds = sim.faults["kind"].value_counts()
+    assert result.duplicates == kinds.get("duplicate", 0)
