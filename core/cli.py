@@ -23,7 +23,7 @@ def _register() -> None:
     from features.cli import register as register_features
 
     register_features(app)
-    for module in ("features.simulator.cli", "training.cli", "serving.cli"):
+    for module in ("features.simulator.cli", "training.cli", "training.nba_cli", "serving.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

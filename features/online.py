@@ -1,0 +1,327 @@
+"""Feast wiring: offline feature tables, the online store, pushes and point-in-time joins.
+
+Two feature views over the same definitions (features/journeys/definitions.py):
+
+- `customer_journey`: every feature as its own column, offline only. Training sets come
+  from it through `get_historical_features` (a point-in-time join).
+- `customer_journey_vector`: the online view. The numeric features are packed into one
+  float64 vector per customer (plus a layout hash and the categoricals), because Feast
+  reads one protobuf value per feature per row: ~130 values per customer made online
+  reads ~10x slower. The layout hash guards against reading a vector with other features.
+
+Features that age between events (days since ..., tenure) are stored as of the row's
+cutoff and aged at read time: value + days elapsed since the cutoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.settings import Settings
+
+FEATURE_VIEW = "customer_journey"
+VECTOR_VIEW = "customer_journey_vector"
+PUSH_SOURCE = "customer_journey_vector_push"
+ENTITY = "customer"
+SERVICES = ("churn_v1", "next_purchase_v1", "conversion_v1", "clv_v1")
+TTL = timedelta(days=3650)
+
+
+def import_feast() -> Any:
+    """Import feast without typeguard's import-time instrumentation.
+
+    Feast decorates ~240 functions with typeguard's @typechecked, which re-parses their
+    source at import: 10-14 s per process on this machine, paid by every command and API
+    worker. The checks only guard Feast's own development; with the decorator as identity
+    the import takes ~2 s. Only applies if feast has not been imported yet.
+    """
+    import sys
+
+    if "feast" not in sys.modules:
+        import typeguard
+
+        original = typeguard.typechecked
+
+        def identity(target: Any = None, **_: Any) -> Any:
+            return target if target is not None else (lambda f: f)
+
+        typeguard.typechecked = identity  # type: ignore[assignment]
+        try:
+            import feast  # noqa: F401
+        finally:
+            typeguard.typechecked = original
+    return sys.modules["feast"]
+
+
+def numeric_names() -> list[str]:
+    from features.journeys.definitions import numeric_features
+
+    return list(numeric_features())
+
+
+def categorical_names() -> list[str]:
+    from features.journeys.definitions import categorical_features
+
+    return list(categorical_features())
+
+
+def layout_hash() -> str:
+    return hashlib.blake2b(json.dumps(numeric_names()).encode(), digest_size=8).hexdigest()
+
+
+def table_dir(settings: Settings) -> Path:
+    return settings.features_dir / FEATURE_VIEW
+
+
+def table_path(settings: Settings, cutoff: pd.Timestamp) -> Path:
+    return table_dir(settings) / f"as_of={cutoff.strftime('%Y%m%dT%H%M%S')}.parquet"
+
+
+def redis_connection_string(url: str) -> str:
+    """redis://host:port/db -> Feast's 'host:port,db=N'."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    db = (parsed.path or "/0").lstrip("/") or "0"
+    out = f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379},db={db}"
+    if parsed.password:
+        out += f",password={parsed.password}"
+    return out
+
+
+def feast_config(settings: Settings) -> Any:
+    import_feast()
+    from feast.repo_config import RepoConfig
+
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    online: dict[str, Any]
+    if settings.redis_url:
+        online = {"type": "redis", "connection_string": redis_connection_string(settings.redis_url)}
+    else:
+        online = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
+    return RepoConfig(
+        project=settings.feast_project,
+        registry=str(settings.feast_dir / "registry.db"),
+        provider="local",
+        offline_store={"type": "duckdb"},
+        online_store=online,
+        entity_key_serialization_version=3,
+        repo_path=str(settings.feast_dir),
+    )
+
+
+def definitions(table_glob: str) -> list[Any]:
+    """Every Feast object journeyml registers (also imported by features/repo/repo.py)."""
+    import_feast()
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+    from feast.types import Bytes, Float64, String
+
+    customer = Entity(name=ENTITY, join_keys=["customer_id"], value_type=ValueType.STRING)
+    tables = FileSource(name="customer_journey_tables", path=table_glob, timestamp_field="event_timestamp")
+    offline = FeatureView(
+        name=FEATURE_VIEW,
+        entities=[customer],
+        ttl=TTL,
+        schema=[Field(name=n, dtype=Float64) for n in numeric_names()]
+        + [Field(name=n, dtype=String) for n in categorical_names()],
+        source=tables,
+        online=False,
+        tags={"layout": layout_hash()},
+    )
+    vector_source = FileSource(name="customer_journey_vector_batch", path=table_glob, timestamp_field="event_timestamp")
+    push = PushSource(name=PUSH_SOURCE, batch_source=vector_source)
+    online = FeatureView(
+        name=VECTOR_VIEW,
+        entities=[customer],
+        ttl=TTL,
+        schema=[Field(name="vector", dtype=Bytes), Field(name="layout", dtype=String)]
+        + [Field(name=n, dtype=String) for n in categorical_names()],
+        source=push,
+        online=True,
+        tags={"layout": layout_hash()},
+    )
+    services = [
+        FeatureService(name=name, features=[offline], tags={"model": name.rsplit("_", 1)[0]}) for name in SERVICES
+    ]
+    return [customer, tables, vector_source, push, offline, online, *services]
+
+
+def open_store(settings: Settings, *, apply: bool = True) -> Any:
+    """A FeatureStore for the workspace; registers the definitions when they changed."""
+    import_feast()
+    from feast import FeatureStore
+
+    store = FeatureStore(config=feast_config(settings))
+    marker = settings.feast_dir / "applied.json"
+    wanted = {"layout": layout_hash(), "tables": str(table_dir(settings)), "online": store.config.online_store.type}
+    if apply and (not marker.exists() or json.loads(marker.read_text()) != wanted):
+        store.apply(definitions(str(table_dir(settings) / "*.parquet")))
+        marker.write_text(json.dumps(wanted))
+    return store
+
+
+def write_feature_table(frame: pd.DataFrame, settings: Settings) -> list[Path]:
+    """Write computed features as one offline table per cutoff (atomic: temp file, then rename)."""
+    out: list[Path] = []
+    table_dir(settings).mkdir(parents=True, exist_ok=True)
+    created = pd.Timestamp.now(tz="UTC").as_unit("us")
+    for cutoff, part in frame.groupby("cutoff", sort=True):
+        part = part.drop(columns=["cutoff"]).copy()
+        part.insert(1, "event_timestamp", pd.Timestamp(cutoff).as_unit("us"))
+        part["created"] = created
+        for col in ("event_timestamp", "created"):
+            part[col] = part[col].astype("datetime64[us, UTC]")
+        path = table_path(settings, pd.Timestamp(cutoff))
+        tmp = path.with_name("." + path.name + ".tmp")
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp)
+        tmp.replace(path)
+        out.append(path)
+    return out
+
+
+def feature_tables(settings: Settings) -> list[Path]:
+    return sorted(table_dir(settings).glob("as_of=*.parquet"))
+
+
+def pack(frame: pd.DataFrame) -> pd.DataFrame:
+    """Feature rows (customer_id, cutoff or event_timestamp, features) -> the online view's rows."""
+    names = numeric_names()
+    matrix = np.ascontiguousarray(frame[names].to_numpy(dtype=np.float64))
+    ts_col = "event_timestamp" if "event_timestamp" in frame.columns else "cutoff"
+    out = pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].to_numpy(),
+            "event_timestamp": pd.to_datetime(frame[ts_col], utc=True).to_numpy(),
+            "vector": [row.tobytes() for row in matrix],
+            "layout": layout_hash(),
+        }
+    )
+    for name in categorical_names():
+        out[name] = frame[name].astype(object).where(frame[name].notna(), None).to_numpy()
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    return out
+
+
+def push_features(store: Any, frame: pd.DataFrame, chunk_rows: int = 20_000) -> int:
+    """Write feature rows to the online store through the push source, in chunks."""
+    total = 0
+    for start in range(0, len(frame), chunk_rows):
+        rows = pack(frame.iloc[start : start + chunk_rows])
+        store.write_to_online_store(VECTOR_VIEW, rows)
+        total += len(rows)
+    return total
+
+
+def materialize(settings: Settings, chunk_rows: int = 20_000) -> dict[str, Any]:
+    """Load the newest feature values into the online store, in bounded memory.
+
+    Incremental: remembers the newest table it loaded and skips the work when nothing is
+    newer. Reads the table in row groups of `chunk_rows`, so memory stays bounded.
+    """
+    started = time.perf_counter()
+    tables = feature_tables(settings)
+    if not tables:
+        raise FileNotFoundError("no feature tables yet: run `journey features build --as-of T` first")
+    newest = tables[-1]
+    state_path = settings.feast_dir / "materialized.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if state.get("table") == newest.name and state.get("layout") == layout_hash():
+        return {"ok": True, "table": newest.name, "rows": 0, "skipped": True, "seconds": 0.0}
+    store = open_store(settings)
+    pf = pq.ParquetFile(newest)
+    rows = 0
+    for batch in pf.iter_batches(batch_size=chunk_rows):
+        frame = batch.to_pandas()
+        rows += push_features(store, frame, chunk_rows)
+    state_path.write_text(json.dumps({"table": newest.name, "layout": layout_hash(), "rows": rows}))
+    return {
+        "ok": True,
+        "table": newest.name,
+        "rows": rows,
+        "skipped": False,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def read_online_arrays(
+    store: Any, customer_ids: Sequence[str], now: pd.Timestamp
+) -> tuple[np.ndarray, dict[str, list[str | None]], list[pd.Timestamp | None], np.ndarray]:
+    """Online features as stored: (matrix n x k, categoricals, feature cutoffs, found mask).
+
+    Values are as of each row's cutoff (not aged; read_online ages them). Missing customers
+    get NaN rows and found=False.
+    """
+    names = numeric_names()
+    cats = categorical_names()
+    refs = [f"{VECTOR_VIEW}:vector", f"{VECTOR_VIEW}:layout"] + [f"{VECTOR_VIEW}:{c}" for c in cats]
+    response = store.get_online_features(features=refs, entity_rows=[{"customer_id": c} for c in customer_ids])
+    data = response.to_dict(include_event_timestamps=True)
+    n, k = len(customer_ids), len(names)
+    matrix = np.full((n, k), np.nan)
+    found = np.zeros(n, dtype=bool)
+    cutoffs: list[pd.Timestamp | None] = [None] * n
+    layout = layout_hash()
+    ts_key = "vector__ts" if "vector__ts" in data else None
+    for i, (blob, lay) in enumerate(zip(data["vector"], data["layout"], strict=True)):
+        if blob is None or lay != layout:
+            continue
+        matrix[i] = np.frombuffer(blob, dtype=np.float64)
+        found[i] = True
+        stamp = data[ts_key][i] if ts_key else None
+        if stamp:  # epoch seconds
+            cutoffs[i] = pd.Timestamp(stamp, unit="s", tz="UTC")
+    categoricals = {c: [v if found[i] else None for i, v in enumerate(data[c])] for c in cats}
+    return matrix, categoricals, cutoffs, found
+
+
+def read_online(store: Any, customer_ids: Sequence[str], now: pd.Timestamp) -> pd.DataFrame:
+    """Online features aged to `now`: customer_id, cutoff (= now where found), feature_time, found, features...
+
+    `feature_time` is when the stored row was computed; aging features (days since ...,
+    tenure, recency ratios, the stage) are moved forward to `now` by the batch definitions.
+    """
+    from features.journeys import age_features
+
+    matrix, categoricals, cutoffs, found = read_online_arrays(store, customer_ids, now)
+    frame = pd.DataFrame(matrix, columns=numeric_names())
+    for name, values in categoricals.items():
+        frame[name] = values
+    frame.insert(0, "customer_id", list(customer_ids))
+    times = pd.Series(
+        [
+            pd.Timestamp(c).tz_convert("UTC")
+            if c is not None and pd.Timestamp(c).tzinfo
+            else (pd.Timestamp(c, tz="UTC") if c is not None else now)
+            for c in cutoffs
+        ],
+        dtype="datetime64[us, UTC]",
+    )
+    frame.insert(1, "cutoff", times)
+    if found.any():
+        aged = age_features(frame[found], now)
+        frame.loc[found, aged.columns] = aged
+    frame["cutoff"] = pd.Series([now] * len(frame), dtype="datetime64[us, UTC]")
+    frame.insert(2, "feature_time", times.where(found, pd.NaT))
+    frame.insert(3, "found", found)
+    return frame
+
+
+def historical_features(entity_df: pd.DataFrame, service: str, settings: Settings) -> pd.DataFrame:
+    """Point-in-time join through Feast: entity_df(customer_id, event_timestamp) -> features as of each row."""
+    store = open_store(settings)
+    entity = entity_df[["customer_id", "event_timestamp"]].copy()
+    entity["event_timestamp"] = pd.to_datetime(entity["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    job = store.get_historical_features(entity_df=entity, features=store.get_feature_service(service))
+    out = job.to_df()
+    return out.sort_values(["event_timestamp", "customer_id"]).reset_index(drop=True)

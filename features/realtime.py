@@ -1,0 +1,55 @@
+"""Real-time path: new events -> the affected customers' online features, by the batch definitions.
+
+After events land in the store, each affected customer's features are recomputed from
+that customer's full history with cutoff = now (the same SQL as the batch build) and
+written to the online view. Between refreshes the aging features (days since ...,
+tenure) are moved forward at read time; windowed counts stay as of the last refresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from core.settings import Settings
+from features.events.store import EventStore
+
+
+def customer_history(settings: Settings, customer_ids: Sequence[str]) -> pd.DataFrame:
+    """Every stored event of these customers, in the contract."""
+    import duckdb
+
+    store = EventStore(settings.events_dir)
+    if store.is_empty() or not customer_ids:
+        return store.read().to_pandas().iloc[0:0]
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone='UTC'")
+        ids = pd.DataFrame({"customer_id": list(customer_ids)})
+        con.register("ids", ids)
+        table = con.execute(
+            f"SELECT e.* FROM read_parquet('{store.glob}', hive_partitioning=false) e SEMI JOIN ids USING (customer_id)"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return pd.DataFrame(table.to_pandas()) if table is not None else pd.DataFrame()
+
+
+def refresh_online(
+    customer_ids: Sequence[str], *, settings: Settings | None = None, store: Any = None, now: pd.Timestamp | None = None
+) -> int:
+    """Recompute and push the online features of these customers. Returns rows pushed."""
+    from core.settings import get_settings
+    from features.journeys import compute_features
+    from features.online import open_store, push_features
+
+    settings = settings or get_settings()
+    now = now if now is not None else pd.Timestamp.now(tz="UTC").floor("s")
+    history = customer_history(settings, customer_ids)
+    if history.empty:
+        return 0
+    frame = compute_features(history, [now])
+    store = store if store is not None else open_store(settings)
+    return push_features(store, frame)
