@@ -55,12 +55,14 @@ def subset_features() -> list[str]:
     return names + list(_RECENCY) + ["tenure_days"]
 
 
-def reference_features(events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+def reference_features(events: pd.DataFrame, cutoff: pd.Timestamp, names: list[str] | None = None) -> pd.DataFrame:
     """The subset's features at one cutoff, one row per customer with an event at or before it.
 
-    events: customer_id, event_time (tz-aware), event_type, value. Returns customer_id plus the
-    subset's columns (float64), sorted by customer_id.
+    events: customer_id, event_time (tz-aware), event_type, value; names: only these features
+    (default: the whole subset). Returns customer_id plus the features (float64), sorted by
+    customer_id.
     """
+    wanted = set(subset_features() if names is None else names)
     cutoff = pd.Timestamp(cutoff)
     cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
     seen = events[events["event_time"] <= cutoff]
@@ -90,7 +92,7 @@ def reference_features(events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFra
 
     for f in FEATURES:
         r = f.recipe
-        if not _event_recipe(r):
+        if not _event_recipe(r) or f.name not in wanted:
             continue
         if isinstance(r, Windowed):
             out[f.name] = measure(r)
@@ -102,7 +104,10 @@ def reference_features(events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFra
             last, prev = measure(r.last), measure(r.prev)
             out[f.name] = ratio(last - prev, last + prev)
     for name, (kinds, how) in _RECENCY.items():
+        if name not in wanted:
+            continue
         times = seen[seen["event_type"].isin(kinds)].groupby("customer_id")["event_time"].agg(how)
         out[name] = ((cutoff - times) / _DAY).reindex(customers).astype(np.float64)
-    out["tenure_days"] = ((cutoff - seen.groupby("customer_id")["event_time"].min()) / _DAY).astype(np.float64)
+    if "tenure_days" in wanted:
+        out["tenure_days"] = ((cutoff - seen.groupby("customer_id")["event_time"].min()) / _DAY).astype(np.float64)
     return pd.DataFrame(out, index=customers).reset_index()

@@ -286,34 +286,33 @@ def read_online_arrays(
 
 
 def read_online(store: Any, customer_ids: Sequence[str], now: pd.Timestamp) -> pd.DataFrame:
-    """Online features aged to `now`: customer_id, cutoff (= now where found), feature_time, found, features...
+    """Online features aged to `now`: customer_id, cutoff (= now), feature_time, found, features...
 
     `feature_time` is when the stored row was computed; aging features (days since ...,
-    tenure, recency ratios, the stage) are moved forward to `now` by the batch definitions.
+    tenure, recency ratios, the stage) are moved forward to `now` by the batch definitions
+    (features.journeys.aging). Unknown customers get all-missing rows and found=False.
     """
-    from features.journeys import age_features
+    from features.journeys.aging import age_arrays
 
     matrix, categoricals, cutoffs, found = read_online_arrays(store, customer_ids, now)
-    frame = pd.DataFrame(matrix, columns=numeric_names())
-    for name, values in categoricals.items():
-        frame[name] = values
-    frame.insert(0, "customer_id", list(customer_ids))
-    times = pd.Series(
-        [
-            pd.Timestamp(c).tz_convert("UTC")
-            if c is not None and pd.Timestamp(c).tzinfo
-            else (pd.Timestamp(c, tz="UTC") if c is not None else now)
-            for c in cutoffs
-        ],
-        dtype="datetime64[us, UTC]",
-    )
-    frame.insert(1, "cutoff", times)
+    names = numeric_names()
+    now_s = now.timestamp()
+    elapsed = np.array([(now_s - c.timestamp()) / 86400.0 if c is not None else 0.0 for c in cutoffs])
+    stage_name = "journey_stage"
     if found.any():
-        aged = age_features(frame[found], now)
-        frame.loc[found, aged.columns] = aged
-    frame["cutoff"] = pd.Series([now] * len(frame), dtype="datetime64[us, UTC]")
-    frame.insert(2, "feature_time", times.where(found, pd.NaT))
-    frame.insert(3, "found", found)
+        stages = np.asarray(categoricals.get(stage_name, [None] * len(found)), dtype=object)
+        matrix, stages = age_arrays(matrix, names, stages, elapsed)
+        if stage_name in categoricals:
+            categoricals[stage_name] = [s if f else None for s, f in zip(stages, found, strict=True)]
+    columns: dict[str, Any] = {
+        "customer_id": list(customer_ids),
+        "cutoff": pd.DatetimeIndex([now] * len(found)).as_unit("us"),
+        "feature_time": pd.DatetimeIndex([c if c is not None else pd.NaT for c in cutoffs]).as_unit("us"),
+        "found": found,
+    }
+    frame = pd.concat(
+        [pd.DataFrame(columns), pd.DataFrame(matrix, columns=names), pd.DataFrame(categoricals, dtype=object)], axis=1
+    )
     return frame
 
 

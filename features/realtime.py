@@ -29,7 +29,7 @@ def customer_history(settings: Settings, customer_ids: Sequence[str]) -> pd.Data
         con.execute("SET TimeZone='UTC'")
         ids = pd.DataFrame({"customer_id": list(customer_ids)})
         con.register("ids", ids)
-        table = con.execute(
+        table = con.sql(
             f"SELECT e.* FROM read_parquet('{store.glob}', hive_partitioning=false) e SEMI JOIN ids USING (customer_id)"
         ).to_arrow_table()
     finally:

@@ -1,8 +1,9 @@
-"""Long partial aggregates (from `sql.partials_sql`, either engine) -> the wide feature frame.
+"""Cutoff-independent facts (the parts of `sql.journey_plan`, from either engine) -> the wide frame.
 
-Everything here is vectorised numpy over the partial rows; the recipes in `definitions.py`
-say which partial measures, event types and age buckets each feature sums. Both engines
-share this code, so they can only differ in the SQL they run.
+For each cutoff T, everything known at T is selected and summed with numpy: global buckets
+ending at or before T are mapped to T's age buckets, per-event facts are kept when their time
+is <= T, and "latest at or before T" lookups use arrays sorted by (customer, time). The
+recipes in `definitions.py` say which sums each feature takes; both engines share this code.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pyarrow.compute as pc
 
 from core.contract import CHANNELS, EVENT_TYPE_LIST
 from features.journeys.definitions import (
+    BUCKET_EDGES_DAYS,
+    CART_RESOLUTION_HOURS,
     CHURN_INACTIVE_DAYS,
     CHURN_NO_PURCHASE_DAYS,
     DAY_US,
@@ -35,136 +38,296 @@ from features.journeys.definitions import (
     Trend,
     Windowed,
 )
-from features.journeys.sql import PART_COLUMNS, SLOT_WIDTH
+from features.journeys.sql import CHANNEL_WINDOW_DAYS, TYPE_CODE
 
-_KIND_CODE = {k: i for i, k in enumerate(EVENT_TYPE_LIST)}
-_CHANNEL_CODE = {c: i for i, c in enumerate(CHANNELS)}
-_N_BUCKETS = len(WINDOW_BUCKETS["lifetime"])
-# Windowed measure name -> partial column, per part (see sql.PART_COLUMNS).
-_MEASURES: dict[str, dict[str, str]] = {
-    "events": {"n": "n", "value_sum": "s1", "value_n": "s2"},
-    "sessions": {"n": "n", "converted": "s1", "bounced": "s2", "duration_us": "s3"},
-    "carts": {"n": "n", "abandoned": "s1"},
-    "active_days": {"n": "n"},
-}
+N_TYPES = len(EVENT_TYPE_LIST)
+N_BUCKETS = len(BUCKET_EDGES_DAYS) + 1
+_EDGES_US = np.array(BUCKET_EDGES_DAYS, dtype=np.float64) * DAY_US
+_CHANNEL_BUCKETS = np.array([i for i, d in enumerate((*BUCKET_EDGES_DAYS, np.inf)) if d <= CHANNEL_WINDOW_DAYS])
 _STAGE_INTENT_WINDOW = f"{STAGE_INTENT_DAYS}d"
+_PREFIX_WINDOWS = sorted(
+    (w for w, buckets in WINDOW_BUCKETS.items() if buckets == tuple(range(len(buckets)))),
+    key=lambda w: len(WINDOW_BUCKETS[w]),
+)
 
 
-def _codes(values: pa.ChunkedArray, mapping: dict[str, int]) -> np.ndarray:
-    """Strings -> small int codes through `mapping`; -1 for null or unknown."""
-    out = []
-    for chunk in values.chunks:
-        enc = pc.dictionary_encode(chunk)
-        lookup = np.array([mapping.get(v, -1) for v in enc.dictionary.to_pylist()] + [-1], dtype=np.int16)
-        out.append(lookup[enc.indices.fill_null(len(enc.dictionary)).to_numpy()])
-    return np.concatenate(out) if out else np.array([], dtype=np.int16)
+def windowed_parts(recipe: Recipe) -> list[Windowed]:
+    """The window sums a recipe reads."""
+    if isinstance(recipe, Windowed):
+        return [recipe]
+    if isinstance(recipe, Ratio):
+        return [recipe.num, recipe.den]
+    if isinstance(recipe, Difference):
+        return [recipe.a, recipe.b]
+    if isinstance(recipe, Trend):
+        return [recipe.last, recipe.prev]
+    return []
 
 
-class Partials:
-    """The rows of one partials query, addressed by output row `r`.
+# Event types whose `value` some feature sums: the value cubes only hold these.
+_VALUE_KINDS = sorted(
+    {TYPE_CODE[k] for f in FEATURES for w in windowed_parts(f.recipe) if w.part == "events" and w.measure != "n"
+     for k in w.kinds}
+)  # fmt: skip
+_VALUE_INDEX = {code: i for i, code in enumerate(_VALUE_KINDS)}
 
-    The population is the `customer` part: one row per (customer, cutoff) with an event at or
-    before the cutoff, numbered by cutoff index then customer_id.
-    """
 
-    def __init__(self, table: pa.Table) -> None:
-        self._table = table
-        part_names = tuple(PART_COLUMNS)
-        part = _codes(table.column("part"), {name: i for i, name in enumerate(part_names)})
-        by_part = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[by_part], np.arange(len(part_names) + 1))
-        self._parts = {name: by_part[bounds[i] : bounds[i + 1]] for i, name in enumerate(part_names)}
-        self._numbers: dict[str, np.ndarray] = {}
-        self._cache: dict[object, np.ndarray] = {}
-        customers = self.part_rows("customer")
-        order = np.argsort(self.number("r")[customers])
-        customers = customers[order]
-        self._parts["customer"] = customers
-        self.size = len(customers)
-        if not np.array_equal(self.number("r")[customers], np.arange(self.size)):
-            raise ValueError("partials: the customer part must number its rows 0..n-1")
-        self.ci = self.number("ci")[customers].astype(np.int64)
-        self.customer_ids = np.asarray(
-            table.column("customer_id").take(pa.array(customers, pa.int64())).to_pylist(), dtype=object
-        )
-        # the events part in slot (= event type, then bucket) order: one type is one contiguous slice
-        events = self.part_rows("events")
-        slots = self.number("b")[events].astype(np.int64)
-        by_slot = np.argsort(slots, kind="stable")
-        self._parts["events"] = events[by_slot]
-        self._kind_bounds = np.searchsorted(slots[by_slot], np.arange(len(EVENT_TYPE_LIST) + 1) * SLOT_WIDTH)
+def _bucket(age_us: np.ndarray) -> np.ndarray:
+    """Age bucket of ages in microseconds: 0 for [0, 7 days), ..., 5 for 365 days and older."""
+    return np.searchsorted(_EDGES_US, age_us, side="right")
 
-    def has_part(self, part: str) -> bool:
-        return len(self.part_rows(part)) > 0
 
-    def part_rows(self, part: str) -> np.ndarray:
-        return self._parts.get(part, np.array([], dtype=np.int64))
+def _numbers(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as float64, NaN for NULL (times are exact: they are below 2**53)."""
+    return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
 
-    def number(self, name: str) -> np.ndarray:
-        """A numeric column over all rows, float64 with NaN for NULL."""
-        if name not in self._numbers:
-            self._numbers[name] = np.asarray(self._table.column(name).to_numpy(), dtype=np.float64)
-        return self._numbers[name]
 
-    def column(self, part: str, name: str) -> np.ndarray:
-        """One numeric column over a part's rows (events rows in event-type order); `r` and `b` as int64."""
-        key = (part, name)
-        if key not in self._cache:
-            values = self.number(name)[self.part_rows(part)]
-            if name in ("r", "b"):
-                values = np.nan_to_num(values, nan=-1).astype(np.int64)
-            if part == "events" and name == "b":
-                values = values % SLOT_WIDTH  # the events part holds slot = type code * SLOT_WIDTH + bucket
-            self._cache[key] = values
-        return self._cache[key]
+class _Sorted:
+    """Rows of a per-event part sorted by (customer, time[, value]) for "latest at or before T"."""
 
-    def strings(self, part: str, name: str) -> np.ndarray:
-        rows = pa.array(self.part_rows(part), pa.int64())
-        return np.asarray(self._table.column(name).take(rows).to_pylist(), dtype=object)
+    def __init__(self, cix: np.ndarray, t: np.ndarray, n_customers: int, *values: np.ndarray) -> None:
+        # ties at the same time: the largest value sorts last and is taken as the latest
+        order = np.lexsort((*reversed(values), t, cix))
+        self.cix, self.t = cix[order], t[order]
+        self.values = [v[order] for v in values]
+        self.start = np.concatenate([[0], np.cumsum(np.bincount(self.cix, minlength=n_customers))])[:-1]
+        self.n_customers = n_customers
 
-    def per_row(self, part: str, name: str) -> np.ndarray:
-        """A part with at most one row per (customer, cutoff), as one float per output row (NaN: none)."""
-        out = np.full(self.size, np.nan)
-        out[self.column(part, "r")] = self.column(part, name)
+    def latest(self, cutoff: float, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(has one, row index) of each customer's latest row at or before the cutoff."""
+        count = np.bincount(self.cix[self.t <= cutoff], minlength=self.n_customers)[customers]
+        return count > 0, self.start[customers] + np.maximum(count, 1) - 1
+
+    def latest_value(self, cutoff: float, customers: np.ndarray, values: np.ndarray) -> np.ndarray:
+        has, idx = self.latest(cutoff, customers)
+        out = np.full(len(customers), np.nan)
+        out[has] = values[idx[has]]
         return out
 
+
+class Facts:
+    """Every part as numpy arrays, indexed by customer (cix); cutoff-independent."""
+
+    def __init__(self, parts: dict[str, pa.Table], boundaries: np.ndarray) -> None:
+        customers = parts["customers"]
+        order = np.argsort(customers.column("cix").to_numpy())
+        self.customer_ids = np.asarray(customers.column("customer_id").to_pylist(), dtype=object)[order]
+        self.n = n = len(order)
+        self.first_t = _numbers(customers, "first_t")[order]
+        self.first_purchase_t = _numbers(customers, "first_purchase_t")[order]
+        self.boundaries = boundaries.astype(np.float64)
+        n_global = len(boundaries)
+
+        def ints(part: str, name: str) -> np.ndarray:
+            return parts[part].column(name).to_numpy().astype(np.int64)
+
+        events = parts["events"]
+        slot = ints("events", "slot")
+        self.ev_cix, self.ev_type, self.ev_g = ints("events", "cix"), slot // n_global, slot % n_global
+        self.ev_n = _numbers(events, "n")
+        self.ev_value_sum = np.nan_to_num(_numbers(events, "value_sum"))
+        self.ev_value_n = _numbers(events, "value_n")
+        by_g = np.argsort(self.ev_g, kind="stable")  # a cutoff's known buckets are then a prefix of the rows
+        self.ev_cix, self.ev_type, self.ev_g = self.ev_cix[by_g], self.ev_type[by_g], self.ev_g[by_g]
+        self.ev_n, self.ev_value_sum, self.ev_value_n = self.ev_n[by_g], self.ev_value_sum[by_g], self.ev_value_n[by_g]
+        self.ev_valued = np.flatnonzero(np.isin(self.ev_type, _VALUE_KINDS))
+        self.ev_value_index = np.array([_VALUE_INDEX.get(int(k), 0) for k in range(N_TYPES)])[self.ev_type]
+        channel_slot = ints("channels", "slot")
+        self.ch_cix = ints("channels", "cix")
+        self.ch_code, self.ch_g = channel_slot // n_global, channel_slot % n_global
+        self.ch_n = _numbers(parts["channels"], "n")
+        self.activity = _Sorted(ints("activity", "cix"), _numbers(parts["activity"], "g"), n,
+                                _numbers(parts["activity"], "t_max"))  # fmt: skip
+        sessions = parts["sessions"]
+        self.se_cix = ints("sessions", "cix")
+        self.se_s0, self.se_s1 = _numbers(sessions, "s0"), _numbers(sessions, "s1")
+        self.se_p0, self.se_b0 = _numbers(sessions, "p0"), _numbers(sessions, "b0")
+        cuts = parts["session_cuts"]
+        self.cut_cix, self.cut_ci = ints("session_cuts", "cix"), ints("session_cuts", "ci")
+        self.cut_s0, self.cut_s1c = _numbers(cuts, "s0"), _numbers(cuts, "s1c")
+        self.cart_cix, self.cart_t = ints("carts", "cix"), _numbers(parts["carts"], "t")
+        self.cart_abandoned = _numbers(parts["carts"], "abandoned")
+        self.day_cix, self.day_t0 = ints("active_days", "cix"), _numbers(parts["active_days"], "t0")
+        moments = parts["moments"]
+        m_cix, m_type = ints("moments", "cix"), ints("moments", "tc")
+        m_t, m_v = _numbers(moments, "t"), _numbers(moments, "v")
+
+        def moment(kind: str) -> np.ndarray:
+            return m_type == TYPE_CODE[kind]
+
+        is_purchase = moment("purchase")
+        purchases = _Sorted(m_cix[is_purchase], m_t[is_purchase], n)
+        self.purchases = purchases
+        # purchase days: the first purchase of each (customer, UTC day), and the gap in days to the previous one
+        day = np.floor(purchases.t / DAY_US)
+        first_of_day = np.ones(len(day), dtype=bool)
+        first_of_day[1:] = (purchases.cix[1:] != purchases.cix[:-1]) | (day[1:] != day[:-1])
+        self.pd_cix, self.pd_t, pd_day = purchases.cix[first_of_day], purchases.t[first_of_day], day[first_of_day]
+        self.pd_gap = np.full(len(pd_day), np.nan)
+        same = self.pd_cix[1:] == self.pd_cix[:-1]
+        self.pd_gap[1:][same] = (pd_day[1:] - pd_day[:-1])[same]
+        answered = moment("nps_response") & ~np.isnan(m_v)
+        self.nps = _Sorted(m_cix[answered], m_t[answered], n, m_v[answered])
+        # actions as ranks into their sorted distinct values (few), so that ties sort by action
+        is_contact = moment("marketing_contact")
+        encoded = pc.dictionary_encode(moments.column("action").combine_chunks().filter(pa.array(is_contact)))
+        names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+        order = np.argsort(names)
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        self.action_names = names[order]
+        actions = rank[encoded.indices.to_numpy()] if len(names) else np.array([], dtype=np.int64)
+        self.contacts = _Sorted(m_cix[is_contact], m_t[is_contact], n, actions)
+        is_cancel = moment("subscription_cancel")
+        self.cancels = _Sorted(m_cix[is_cancel], m_t[is_cancel], n)
+        self.first_seen = np.full(n, np.nan)
+        if "first_seen" in parts:
+            self.first_seen[ints("first_seen", "cix")] = _numbers(parts["first_seen"], "t")
+
+
+class CutoffView:
+    """What is known at one cutoff, for its population (customers with an event at or before it)."""
+
+    def __init__(self, facts: Facts, ci: int, cutoff_us: int) -> None:
+        self.f = facts
+        self.ci = ci
+        self.cutoff = float(cutoff_us)
+        self.customers = np.flatnonzero(facts.first_t <= self.cutoff)
+        self.size = len(self.customers)
+        self.row = np.full(facts.n, -1, dtype=np.int64)
+        self.row[self.customers] = np.arange(self.size)
+        ends = facts.boundaries
+        self.g_cut = int(np.searchsorted(ends, self.cutoff))  # ends[g_cut] == cutoff
+        self.g_bucket = np.where(ends <= self.cutoff, _bucket(self.cutoff - ends), -1)
+        self._cache: dict[object, np.ndarray] = {}
+
+    # --- dense per-(customer, type, bucket) and per-(customer, bucket) sums ---------------------
+    def _dense(self, cix: np.ndarray, cell: np.ndarray, weights: np.ndarray | None, cells: int) -> np.ndarray:
+        """(cells, customers) sums; one customer vector per cell is contiguous."""
+        key = cell * self.size + self.row[cix]
+        out = np.bincount(key, weights=weights, minlength=cells * self.size)
+        return out.reshape(cells, self.size).astype(np.float64, copy=False)
+
+    @staticmethod
+    def _windows(by_bucket: np.ndarray) -> dict[str, np.ndarray]:
+        """Window -> sums, from (..., buckets, customers) bucket sums; windows starting at bucket 0
+        are running sums (7d, 30d, 90d, 365d, lifetime), the others plain sums (prev30d)."""
+        out: dict[str, np.ndarray] = {}
+        total, done = np.zeros_like(by_bucket[..., 0, :]), 0
+        for w in _PREFIX_WINDOWS:
+            for b in range(done, len(WINDOW_BUCKETS[w])):
+                total = total + by_bucket[..., b, :]  # a new array: each window keeps its own
+            done = len(WINDOW_BUCKETS[w])
+            out[w] = total
+        for w, buckets in WINDOW_BUCKETS.items():
+            if w not in out:
+                out[w] = by_bucket[..., list(buckets), :].sum(axis=-2)
+        return out
+
+    def event_cube(self, measure: str) -> dict[str, np.ndarray]:
+        """Window -> (types, customers) sums of an events measure: `n` over every type; `value_sum`
+        and `value_n` over the types in `_VALUE_KINDS` (indexed by `_VALUE_INDEX`)."""
+        key = ("cube", measure)
+        if key not in self._cache:
+            f = self.f
+            known = int(np.searchsorted(f.ev_g, self.g_cut, side="right"))  # rows of buckets ending <= T
+            rows: slice | np.ndarray
+            if measure == "n":
+                rows, kind, n_kinds = slice(0, known), f.ev_type[:known], N_TYPES
+            else:
+                rows = f.ev_valued[: int(np.searchsorted(f.ev_valued, known))]
+                kind, n_kinds = f.ev_value_index[rows], len(_VALUE_KINDS)
+            cells = kind * N_BUCKETS + self.g_bucket[f.ev_g[rows]]
+            weights = {"n": f.ev_n, "value_sum": f.ev_value_sum, "value_n": f.ev_value_n}[measure][rows]
+            cube = self._dense(f.ev_cix[rows], cells, weights, n_kinds * N_BUCKETS)
+            self._cache[key] = self._windows(cube.reshape(n_kinds, N_BUCKETS, self.size))  # type: ignore[assignment]
+        return self._cache[key]  # type: ignore[return-value]
+
+    def by_bucket(self, part: str, measure: str) -> dict[str, np.ndarray]:
+        """Window -> per-customer sums for the sessions, carts and active_days parts."""
+        key = (part, measure)
+        if key not in self._cache:
+            f, c = self.f, self.cutoff
+            if part == "sessions":
+                known = f.se_s0 <= c
+                cix, b = f.se_cix[known], _bucket(c - f.se_s0[known])
+                s0, s1 = f.se_s0[known], f.se_s1[known]
+                values = {
+                    "n": None,
+                    "converted": (f.se_p0[known] <= c).astype(np.float64),
+                    "bounced": (f.se_b0[known] <= c).astype(np.float64),
+                    "duration_us": np.where(s1 <= c, s1 - s0, 0.0),  # straddling sessions: from session_cuts
+                }[measure]
+                out = self._dense(cix, b, values, N_BUCKETS)
+                if measure == "duration_us":
+                    cut = f.cut_ci == self.ci
+                    out += self._dense(f.cut_cix[cut], _bucket(c - f.cut_s0[cut]), (f.cut_s1c - f.cut_s0)[cut],
+                                       N_BUCKETS)  # fmt: skip
+            elif part == "carts":
+                resolved = f.cart_t + CART_RESOLUTION_HOURS * 3_600_000_000 <= c
+                weights = None if measure == "n" else f.cart_abandoned[resolved]
+                out = self._dense(f.cart_cix[resolved], _bucket(c - f.cart_t[resolved]), weights, N_BUCKETS)
+            else:  # active_days
+                known = f.day_t0 <= c
+                out = self._dense(f.day_cix[known], _bucket(c - f.day_t0[known]), None, N_BUCKETS)
+            self._cache[key] = self._windows(out)  # type: ignore[assignment]
+        return self._cache[key]  # type: ignore[return-value]
+
     def windowed(self, w: Windowed) -> np.ndarray:
-        """Sum of a measure over a window, one value per output row (0 where nothing)."""
+        """Sum of a measure over a window, one value per customer (0 where nothing)."""
         if w not in self._cache:
-            col, buckets = _MEASURES[w.part][w.measure], WINDOW_BUCKETS[w.window]
-            if w.part != "events":
-                self._cache[w] = self._sum(w.part, col, buckets, slice(None))
-            elif len(w.kinds) == 1:
-                code = _KIND_CODE[w.kinds[0]]
-                rows = slice(int(self._kind_bounds[code]), int(self._kind_bounds[code + 1]))
-                self._cache[w] = self._sum("events", col, buckets, rows)
-            else:  # a sum of single-kind sums, each cached for reuse
-                total = np.zeros(self.size)
-                for kind in w.kinds:
-                    total += self.windowed(Windowed("events", w.measure, w.window, (kind,)))
-                self._cache[w] = total
+            if w.part == "events":
+                sums = self.event_cube(w.measure)[w.window]
+                codes = [TYPE_CODE[k] for k in w.kinds]
+                kinds = codes if w.measure == "n" else [_VALUE_INDEX[c] for c in codes]
+                out = sums[kinds[0]] if len(kinds) == 1 else sums[kinds].sum(axis=0)
+            else:
+                out = self.by_bucket(w.part, w.measure)[w.window]
+            self._cache[w] = out
         return self._cache[w]
 
-    def _sum(self, part: str, col: str, buckets: tuple[int, ...], rows: slice) -> np.ndarray:
-        r, values, b = self.column(part, "r")[rows], self.column(part, col)[rows], self.column(part, "b")[rows]
-        in_window = np.zeros(_N_BUCKETS + 1, dtype=bool)  # the last entry, index -1, is a NULL bucket
-        in_window[list(buckets)] = True
-        keep = in_window[b]
-        return np.bincount(r[keep], weights=np.nan_to_num(values[keep]), minlength=self.size)
+    def channel_events(self) -> np.ndarray:
+        """(customers, channels) activity events in the last 90 days."""
+        if "channels" not in self._cache:
+            f = self.f
+            b = self.g_bucket[f.ch_g]
+            keep = np.isin(b, _CHANNEL_BUCKETS)
+            self._cache["channels"] = self._dense(f.ch_cix[keep], f.ch_code[keep], f.ch_n[keep], len(CHANNELS))
+        return self._cache["channels"]  # (channels, customers)
 
-    def channel_events(self, channel: str | None) -> np.ndarray:
-        """Activity events in the last 90 days on one channel (None: on any channel)."""
-        key = ("channel", channel)
-        if key not in self._cache:
-            rows, n = self.column("channels", "r"), self.column("channels", "n")
-            if channel is not None:
-                if ("channels", "code") not in self._cache:
-                    codes = _codes(self._table.column("k"), _CHANNEL_CODE)[self.part_rows("channels")]
-                    self._cache[("channels", "code")] = codes
-                keep = self._cache[("channels", "code")] == _CHANNEL_CODE[channel]
-                rows, n = rows[keep], n[keep]
-            self._cache[key] = np.bincount(rows, weights=n, minlength=self.size)
-        return self._cache[key]
+    # --- latest facts at or before the cutoff -----------------------------------------------------
+    def last_activity_t(self) -> np.ndarray:
+        a = self.f.activity
+        has, idx = a.latest(float(self.g_cut), self.customers)  # global buckets ending at or before T
+        out = np.full(self.size, np.nan)
+        out[has] = a.values[0][idx[has]]
+        return out
+
+    def last_t(self, rows: _Sorted) -> np.ndarray:
+        has, idx = rows.latest(self.cutoff, self.customers)
+        out = np.full(self.size, np.nan)
+        out[has] = rows.t[idx[has]]
+        return out
+
+    def known(self, per_customer: np.ndarray) -> np.ndarray:
+        """A per-customer time, kept when at or before the cutoff (NaN otherwise)."""
+        values = per_customer[self.customers]
+        return np.where(values <= self.cutoff, values, np.nan)
+
+    def purchase_day_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(purchase days, mean gap, sample std of gaps) per customer."""
+        f = self.f
+        known = f.pd_t <= self.cutoff
+        rows, gap = self.row[f.pd_cix[known]], f.pd_gap[known]
+        has_gap = ~np.isnan(gap)
+        days = np.bincount(rows, minlength=self.size).astype(np.float64)
+        n = np.bincount(rows[has_gap], minlength=self.size).astype(np.float64)
+        s1 = np.bincount(rows[has_gap], weights=gap[has_gap], minlength=self.size)
+        s2 = np.bincount(rows[has_gap], weights=gap[has_gap] ** 2, minlength=self.size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(n > 0, s1 / n, np.nan)
+            var = np.where(n > 1, (s2 - n * mean**2) / (n - 1), np.nan)
+        return days, mean, np.sqrt(np.maximum(var, 0.0))
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -204,11 +367,10 @@ def journey_stage(
 
 
 class _Builder:
-    """Evaluates recipes against one `Partials`; features may use other features."""
+    """Evaluates recipes at one cutoff; features may use other features."""
 
-    def __init__(self, partials: Partials, cutoffs_us: np.ndarray) -> None:
-        self.p = partials
-        self.cutoff = cutoffs_us[partials.ci].astype(np.float64)
+    def __init__(self, view: CutoffView) -> None:
+        self.v = view
         self.values: dict[str, np.ndarray] = {}
 
     def feature(self, name: str) -> np.ndarray:
@@ -217,41 +379,48 @@ class _Builder:
         return self.values[name]
 
     def evaluate(self, recipe: Recipe) -> np.ndarray:
-        p = self.p
+        v = self.v
         if isinstance(recipe, Windowed):
-            return p.windowed(recipe)
+            return v.windowed(recipe)
         if isinstance(recipe, Ratio):
-            return _div(p.windowed(recipe.num), p.windowed(recipe.den)) * recipe.scale
+            return _div(v.windowed(recipe.num), v.windowed(recipe.den)) * recipe.scale
         if isinstance(recipe, Difference):
-            return p.windowed(recipe.a) - p.windowed(recipe.b)
+            return v.windowed(recipe.a) - v.windowed(recipe.b)
         if isinstance(recipe, Trend):
-            last, prev = p.windowed(recipe.last), p.windowed(recipe.prev)
+            last, prev = v.windowed(recipe.last), v.windowed(recipe.prev)
             return _div(last - prev, last + prev)
         if isinstance(recipe, ChannelShare):
-            return _div(p.channel_events(recipe.channel), p.channel_events(None))
+            counts = v.channel_events()
+            return _div(counts[CHANNELS.index(recipe.channel)], counts.sum(axis=0))
         if isinstance(recipe, Special):
             return SPECIAL[recipe.key](self)
         raise TypeError(f"unknown recipe {recipe!r}")
 
-    def time(self, col: str) -> np.ndarray:
-        """A per-customer time of the `customer` part (microseconds as float; NaN when none)."""
-        return self.p.per_row("customer", col)
-
-    def days_since(self, col: str) -> np.ndarray:
-        return (self.cutoff - self.time(col)) / DAY_US
+    def days_since(self, t: np.ndarray) -> np.ndarray:
+        return (self.v.cutoff - t) / DAY_US
 
     def tenure(self) -> np.ndarray:
-        first = self.time("s1")
-        if self.p.has_part("first_seen"):
-            first = np.fmin(first, self.p.per_row("first_seen", "s1"))
-        return (self.cutoff - first) / DAY_US
+        first = np.fmin(self.v.known(self.v.f.first_t), self.v.known(self.v.f.first_seen))
+        return self.days_since(first)
 
     def cancelled(self) -> np.ndarray:
-        cancel, purchase = self.time("s6"), self.time("s4")
+        cancel, purchase = self.v.last_t(self.v.f.cancels), self.v.last_t(self.v.f.purchases)
         return (~np.isnan(cancel) & ~(purchase > cancel)).astype(np.float64)
 
+    def purchase_days(self, i: int) -> np.ndarray:
+        if "purchase_days" not in self.values:
+            self.values["purchase_days"] = np.stack(self.v.purchase_day_stats())
+        return self.values["purchase_days"][i]
+
+    def last_action(self) -> np.ndarray:
+        f = self.v.f
+        has, idx = f.contacts.latest(self.v.cutoff, self.v.customers)
+        out = np.full(self.v.size, None, dtype=object)
+        out[has] = f.action_names[f.contacts.values[0][idx[has]]]
+        return out
+
     def stage(self) -> np.ndarray:
-        intent = self.p.windowed(Windowed("events", "n", _STAGE_INTENT_WINDOW, INTENT_TYPES)) > 0
+        intent = self.v.windowed(Windowed("events", "n", _STAGE_INTENT_WINDOW, INTENT_TYPES)) > 0
         return journey_stage(
             self.feature("orders_lifetime"),
             intent,
@@ -261,32 +430,24 @@ class _Builder:
             self.feature("cancelled_since_last_purchase"),
         )
 
-    def channels_used(self) -> np.ndarray:
-        return np.sum([self.p.channel_events(ch) > 0 for ch in CHANNELS], axis=0).astype(np.float64)
-
-    def last_action(self) -> np.ndarray:
-        out = np.full(self.p.size, None, dtype=object)
-        out[self.p.column("last_contact", "r")] = self.p.strings("last_contact", "k")
-        return out
-
 
 SPECIAL: dict[str, Callable[[_Builder], np.ndarray]] = {
-    "days_since_last_purchase": lambda b: b.days_since("s4"),
-    "days_since_first_purchase": lambda b: b.days_since("s3"),
-    "days_since_last_activity": lambda b: b.days_since("s2"),
-    "days_since_last_contact": lambda b: b.days_since("s5"),
+    "days_since_last_purchase": lambda b: b.days_since(b.v.last_t(b.v.f.purchases)),
+    "days_since_first_purchase": lambda b: b.days_since(b.v.known(b.v.f.first_purchase_t)),
+    "days_since_last_activity": lambda b: b.days_since(b.v.last_activity_t()),
+    "days_since_last_contact": lambda b: b.days_since(b.v.last_t(b.v.f.contacts)),
     "tenure_days": _Builder.tenure,
-    "purchase_days_lifetime": lambda b: np.nan_to_num(b.p.per_row("purchase_days", "n")),
+    "purchase_days_lifetime": lambda b: b.purchase_days(0),
     "orders_per_30d": lambda b: b.feature("orders_lifetime") * 30.0 / np.maximum(b.feature("tenure_days"), 30.0),
-    "interpurchase_days_mean": lambda b: b.p.per_row("purchase_days", "s1"),
-    "interpurchase_days_std": lambda b: b.p.per_row("purchase_days", "s2"),
+    "interpurchase_days_mean": lambda b: b.purchase_days(1),
+    "interpurchase_days_std": lambda b: b.purchase_days(2),
     "purchase_recency_ratio": lambda b: _div(
         b.feature("days_since_last_purchase"), b.feature("interpurchase_days_mean")
     ),
     "repeat_purchaser": lambda b: (b.feature("orders_lifetime") >= 2).astype(np.float64),
     "cancelled_since_last_purchase": _Builder.cancelled,
-    "nps_last": lambda b: b.p.per_row("last_nps", "s1"),
-    "channels_used_90d": _Builder.channels_used,
+    "nps_last": lambda b: b.v.f.nps.latest_value(b.v.cutoff, b.v.customers, b.v.f.nps.values[0]),
+    "channels_used_90d": lambda b: (b.v.channel_events() > 0).sum(axis=0).astype(np.float64),
     "last_contact_action": _Builder.last_action,
     "journey_stage": _Builder.stage,
 }
@@ -303,26 +464,39 @@ def empty_frame() -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def assemble(partials: pa.Table, cutoffs: pd.DatetimeIndex) -> pd.DataFrame:
+def assemble(parts: dict[str, pa.Table], cutoffs: pd.DatetimeIndex, boundaries: tuple[int, ...]) -> pd.DataFrame:
     """The wide frame: customer_id, cutoff, then every feature in registry order.
 
-    partials: the rows of `partials_sql`; cutoffs: the distinct sorted UTC cutoffs its `ci`
-    indexes. Rows are sorted by cutoff, then customer_id.
+    parts: the results of `journey_plan(...).parts`; cutoffs: the distinct sorted UTC cutoffs;
+    boundaries: the plan's global bucket ends. Rows are sorted by cutoff, then customer_id.
     """
-    if partials.num_rows == 0:
+    if parts["customers"].num_rows == 0:
         return empty_frame()
-    p = Partials(partials)
-    if p.size == 0:
+    facts = Facts(parts, np.asarray(boundaries, dtype=np.int64))
+    cutoffs_us = cutoffs.as_unit("us").asi8
+    sizes = [int((facts.first_t <= float(c)).sum()) for c in cutoffs_us]
+    total = sum(sizes)
+    if total == 0:
         return empty_frame()
-    builder = _Builder(p, cutoffs.as_unit("us").asi8)
     numeric = [f.name for f in FEATURES if f.kind == "numeric"]
-    block = np.empty((p.size, len(numeric)), dtype=np.float64, order="F")  # one pandas block, no copy
-    for i, name in enumerate(numeric):
-        block[:, i] = builder.feature(name)
+    block = np.empty((total, len(numeric)), dtype=np.float64, order="F")  # one pandas block, no copy
+    categorical = {f.name: np.empty(total, dtype=object) for f in FEATURES if f.kind == "categorical"}
+    customer_ids = np.empty(total, dtype=object)
+    cutoff_index = np.repeat(np.arange(len(cutoffs_us)), sizes)
+    start = 0
+    for ci, c in enumerate(cutoffs_us):  # one cutoff at a time: its dense arrays are freed after it
+        builder = _Builder(CutoffView(facts, ci, int(c)))
+        rows = slice(start, start + sizes[ci])
+        for j, name in enumerate(numeric):
+            block[rows, j] = builder.feature(name)
+        for name, column in categorical.items():
+            column[rows] = builder.feature(name)
+        customer_ids[rows] = facts.customer_ids[builder.v.customers]
+        start = rows.stop
     frame = pd.DataFrame(block, columns=numeric, copy=False)
-    frame.insert(0, "customer_id", p.customer_ids)
-    frame.insert(1, "cutoff", cutoffs.as_unit("us")[p.ci])
+    frame.insert(0, "customer_id", customer_ids)
+    frame.insert(1, "cutoff", cutoffs.as_unit("us")[cutoff_index])
     for position, f in enumerate(FEATURES, start=2):
         if f.kind == "categorical":
-            frame.insert(position, f.name, builder.feature(f.name))
+            frame.insert(position, f.name, categorical[f.name])
     return frame

@@ -73,6 +73,14 @@ def catalog_markdown() -> str:
         + ", ".join(f"`{n}`" for n in AGE_DEPENDENT)
         + " (marked *recomputed*). Windowed counts cannot be aged without the events.",
         "",
+        "## How it is computed",
+        "",
+        "One set of SQL statements (`features/journeys/sql.py`, DuckDB or Spark dialect) turns events into "
+        "cutoff-independent facts: counts and sums per customer, event type and *global bucket* (the intervals "
+        "between all the cutoffs' window boundaries), sessions, cart outcomes, active days and the few events "
+        "whose latest value matters. numpy (`assemble.py`) then takes, for each cutoff, what was known at it. "
+        "So a grid of cutoffs costs one pass over the events, and both engines share every formula.",
+        "",
         "## Journey stage",
         "",
         "`journey_stage` takes one of " + ", ".join(f"`{s}`" for s in JOURNEY_STAGES) + ".",

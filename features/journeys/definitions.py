@@ -12,8 +12,8 @@ Missing values are deliberate:
 - `days_since_*` are NaN when the thing never happened (a prospect has no last purchase);
 - trends are NaN when both periods are empty; channel shares when there was no activity.
 
-The `recipe` of a feature says how the engine computes it (see `features.journeys.assemble`);
-the recipes are the only computation in the package, shared by the DuckDB and Spark engines.
+The `recipe` of a feature says how it is computed from the engine's facts (`assemble.py`; the
+`Special` ones by a named function there); both engines share that code.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ AWARENESS: list[Feature] = [
     *[Feature(f"sessions_{w}", "awareness",
               "Sessions (distinct non-null `session_id`) whose first event is in the window.",
               w, "count", _sessions("n", w)) for w in _W4],
-    *_counts("landing_page_views", "awareness", ("landing_page_view",), ("30d", "90d"), "campaign landing pages"),
+    *_counts("landing_page_views", "awareness", ("landing_page_view",), ("30d", "90d"), "campaign landing page views"),
     *[Feature(f"bounce_rate_{w}", "awareness",
               "Share of the window's sessions with a `bounce` event (as of the cutoff).",
               w, "ratio", Ratio(_sessions("bounced", w), _sessions("n", w)), if_undefined=_NO_SESSIONS)
@@ -329,9 +329,8 @@ RETENTION: list[Feature] = [
             "1 when a `subscription_cancel` happened at or after the last purchase (or with no purchase), else 0.",
             "lifetime", "flag", Special("cancelled_since_last_purchase")),
     Feature("nps_last", "retention",
-            "`value` of the latest `nps_response` (the largest of answers at the same instant).", "lifetime",
-            "score 0-10", Special("nps_last"),
-            if_undefined="NaN without an NPS answer, or when the latest has no value"),
+            "`value` of the latest `nps_response` with a value (the largest of answers at the same instant).",
+            "lifetime", "score 0-10", Special("nps_last"), if_undefined="NaN without an NPS answer"),
     Feature("nps_mean_lifetime", "retention", "Mean `value` of `nps_response` events with a value.", "lifetime",
             "score 0-10", Ratio(_ev("value_sum", "lifetime", "nps_response"),
                                 _ev("value_n", "lifetime", "nps_response")),
@@ -372,8 +371,8 @@ CONTACT: list[Feature] = [
             "lifetime", "days", Special("days_since_last_contact"), ages=True,
             if_undefined="NaN when never contacted"),
     Feature("last_contact_action", "contact",
-            "`properties.action` of the latest `marketing_contact` (`unknown` when it has none; ties at the same "
-            "instant take the alphabetically last action).", "lifetime", "category",
+            "`properties.action` of the latest `marketing_contact` (`unknown` when it has none; of contacts at the "
+            "same instant, the alphabetically last action).", "lifetime", "category",
             Special("last_contact_action"), kind="categorical", if_undefined="missing (None) when never contacted"),
 ]  # fmt: skip
 

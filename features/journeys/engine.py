@@ -17,7 +17,7 @@ import pyarrow as pa
 from core.contract import EVENT_SCHEMA
 from core.time import to_utc
 from features.journeys.assemble import assemble
-from features.journeys.sql import partials_sql
+from features.journeys.sql import journey_plan, run_plan
 
 EventsInput: TypeAlias = "str | os.PathLike[str] | pa.Table | pd.DataFrame"
 CustomersInput: TypeAlias = "str | os.PathLike[str] | pa.Table | pd.DataFrame"
@@ -52,6 +52,8 @@ def normalize_cutoffs(cutoffs: CutoffsInput) -> pd.DatetimeIndex:
 
 
 def _timestamps(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if pa.types.is_null(values.type):  # an empty or all-missing column
+        return values.cast(_TS)
     if not pa.types.is_timestamp(values.type):
         raise TypeError(f"event_time must be a timestamp column, got {values.type}")
     if values.type.tz is None:
@@ -137,26 +139,25 @@ def compute_features(
     index = normalize_cutoffs(cutoffs)
     ids = None if customer_ids is None else pa.table({"customer_id": pa.array(list(customer_ids), pa.string())})
     if engine == "spark":
-        from features.journeys.spark_engine import spark_partials
+        from features.journeys.spark_engine import spark_parts
 
-        partials = spark_partials(spark, events, index, customers=customers, customer_ids=ids)
+        parts, boundaries = spark_parts(spark, events, index, customers=customers, customer_ids=ids)
     elif engine == "duckdb":
-        partials = _duckdb_partials(connection, events, index, customers=customers, customer_ids=ids)
+        parts, boundaries = _duckdb_parts(connection, events, index, customers=customers, customer_ids=ids)
     else:
         raise ValueError(f"unknown engine {engine!r}; use 'duckdb' or 'spark'")
-    return assemble(partials, index)
+    return assemble(parts, index, boundaries)
 
 
-def _duckdb_partials(
+def _duckdb_parts(
     connection: duckdb.DuckDBPyConnection | None,
     events: EventsInput,
     index: pd.DatetimeIndex,
     *,
     customers: CustomersInput | None,
     customer_ids: pa.Table | None,
-) -> pa.Table:
-    # Registered tables are local to a cursor, so fixed names are safe across threads and the
-    # SQL text is the same for every call (cached by partials_sql).
+) -> tuple[dict[str, pa.Table], tuple[int, ...]]:
+    # Registered tables and temp tables are local to a cursor, so fixed names are safe across threads.
     cur = (connection or _database()).cursor()
     views: dict[str, pa.Table] = {"journey_cutoffs": _cutoffs_table(index)}
     if isinstance(events, str | os.PathLike):
@@ -175,20 +176,25 @@ def _duckdb_partials(
     if customer_ids is not None:
         ids_rel = "journey_customer_ids"
         views[ids_rel] = customer_ids
-    max_cutoff = index[-1].strftime("%Y-%m-%d %H:%M:%S.%f")
-    sql = partials_sql(
+    plan = journey_plan(
         "duckdb",
         events=events_rel,
         cutoffs="journey_cutoffs",
-        max_cutoff_literal=f"TIMESTAMPTZ '{max_cutoff}+00'",
+        cutoffs_us=tuple(int(c) for c in index.asi8),
         customer_ids=ids_rel,
         customers=customers_rel,
     )
+
+    def materialise(name: str, select: str) -> None:
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
+
     try:
         for name, table in views.items():
             cur.register(name, table)
-        return cur.sql(sql).to_arrow_table()
+        return run_plan(plan, materialise, lambda select: cur.sql(select).to_arrow_table()), plan.boundaries
     finally:
+        for name, _ in reversed(plan.setup):
+            cur.execute(f"DROP TABLE IF EXISTS {name}")
         for name in views:
             cur.unregister(name)
         cur.close()

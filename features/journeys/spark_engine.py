@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from features.journeys.sql import partials_sql
+from features.journeys.sql import journey_plan, run_plan
 
 
 def local_spark(app_name: str = "journeyml-features", partitions: int = 4) -> Any:
@@ -52,26 +52,32 @@ def _read(spark: Any, path: str | os.PathLike[str]) -> Any:
     return spark.read.parquet(str(path))  # a directory is read recursively, a glob as a glob
 
 
-def spark_partials(
+def spark_parts(
     spark: Any,
     events: Any,
     index: pd.DatetimeIndex,
     *,
     customers: Any = None,
     customer_ids: pa.Table | None = None,
-) -> pa.Table:
-    """Run the partials statement on Spark; returns it as an Arrow table (see `sql.PARTIAL_COLUMNS`)."""
+) -> tuple[dict[str, pa.Table], tuple[int, ...]]:
+    """Run the plan's statements on Spark; returns each part as an Arrow table, and the plan's boundaries."""
     from features.journeys.engine import _customers_table, _cutoffs_table, event_table
 
     spark = spark or local_spark()
-    tag = f"journey_{uuid.uuid4().hex[:12]}"
+    prefix = f"journey_{uuid.uuid4().hex[:12]}_"
     views: list[str] = []
+    cached: list[str] = []
 
     def view(name: str, frame: Any) -> str:
-        full = f"{tag}_{name}"
+        full = f"{prefix}{name}"
         frame.createOrReplaceTempView(full)
         views.append(full)
         return full
+
+    def collect(frame: Any) -> pa.Table:
+        if hasattr(frame, "toArrow"):
+            return frame.toArrow()
+        return pa.Table.from_pandas(frame.toPandas(), preserve_index=False)
 
     try:
         if isinstance(events, str | os.PathLike):
@@ -89,18 +95,24 @@ def spark_partials(
             )
             customers_view = view("customers", frame)
         ids_view = view("ids", _frame(spark, customer_ids)) if customer_ids is not None else None
-        sql = partials_sql(
+        plan = journey_plan(
             "spark",
             events=events_view,
             cutoffs=cutoffs_view,
-            max_cutoff_literal=f"timestamp_micros({int(index[-1].value // 1000)})",
+            cutoffs_us=tuple(int(c) for c in index.asi8),
+            prefix=prefix,
             customer_ids=ids_view,
             customers=customers_view,
         )
-        result = spark.sql(sql)
-        if hasattr(result, "toArrow"):
-            return result.toArrow()
-        return pa.Table.from_pandas(result.toPandas(), preserve_index=False)
+        def materialise(name: str, select: str) -> None:
+            spark.sql(select).createOrReplaceTempView(name)
+            views.append(name)
+            spark.catalog.cacheTable(name)
+            cached.append(name)
+
+        return run_plan(plan, materialise, lambda select: collect(spark.sql(select))), plan.boundaries
     finally:
+        for name in cached:
+            spark.catalog.uncacheTable(name)
         for name in views:
             spark.catalog.dropTempView(name)

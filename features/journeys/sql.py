@@ -1,41 +1,37 @@
-"""The one SQL statement both engines run: events + cutoffs -> long partial aggregates.
+"""The SQL both engines run: events -> cutoff-independent facts, one small table per part.
 
-The statement returns one table (`PARTIAL_COLUMNS`) stacking several parts (`PART_COLUMNS`
-says what each column holds in each part). Every row carries `r`, the output row of its
-(customer, cutoff): rows are numbered by cutoff index `ci`, then customer_id, in the `customer`
-part, the only one that carries customer_id and ci. Several parts are also keyed by an age
-bucket `b` (`definitions.BUCKET_EDGES_DAYS`):
+Nothing here multiplies events by cutoffs. Events are aggregated into *global buckets*: the
+time intervals between consecutive boundaries {cutoff - d days : every cutoff, d in 0, 7, 30,
+60, 90, 365}. Every window of every cutoff is a union of whole global buckets, so one GROUP BY
+serves any number of cutoffs, and `assemble.py` (numpy) sums buckets per cutoff. Facts that
+are not sums (first/last times, sessions, cart outcomes) are exported per customer, session,
+day or event, and numpy takes what is known at each cutoff.
 
-- `events`:        per event type and bucket (one int `slot`): events, sum and count of `value`;
-- `customer`:      one row per (customer, cutoff) with any event at or before it (this is the
-                   population): first/last times of key events;
-- `last_nps`, `last_contact`: the latest NPS value and marketing contact action;
-- `channels`:      activity events in the last 90 days per channel;
-- `sessions`:      per bucket of a session's first event: sessions, converted, bounced, and total
-                   duration (first to last event at or before the cutoff);
-- `carts`:         per bucket of the add time: cart adds resolved by the cutoff, abandoned ones;
-- `active_days`:   per bucket of the day's first activity: distinct UTC days with activity;
-- `purchase_days`: distinct purchase days, mean and sample std of the gaps between them;
-- `first_seen`:    the customers table's first_seen, when it is at or before the cutoff.
+`journey_plan` returns the statements: relations to materialise first (`Plan.setup`, read by
+several parts) and one SELECT per part (`Plan.parts`, columns in `PART_COLUMNS`); `run_plan`
+runs them with an engine's two primitives. Every part carries `cix`, the customer's rank by
+customer_id among customers with an event at or before the last cutoff.
 
-Why long and not one wide GROUP BY with a column per feature: DuckDB's cost grows with
-aggregates x rows, so ~140 conditional aggregates over 10M events are several times slower
-than a few aggregates over (customer, cutoff, type, bucket) groups (measured: 84 CASE
-aggregates 6-10 s against 2.3 s on 11M events and 2 threads). The wide table is assembled
-from the long one with numpy (`assemble.py`).
+Why not one wide GROUP BY with a column per feature: DuckDB's cost grows with aggregates x rows
+(84 conditional aggregates took 6-10 s on 11M events and 2 threads); why not per-cutoff long
+partials: their size grows with customers x cutoffs x types x windows (38M rows, 12 GB for a
+12-cutoff grid over 100k customers).
 
-Leakage: every part joins rows to cutoffs with `<= cutoff` on the time the fact became known
-(the event time; for carts, the add time + 24 h), so no event after a cutoff can reach it.
-Times are integer microseconds since the epoch (UTC), which keeps the dialects apart in few
-places (`Dialect`).
+Leakage: a part's rows carry the times at which its facts became known (event times; a cart's
+add time + 24 h; a session's first purchase), and numpy keeps only those at or before each
+cutoff. Sessions that straddle a cutoff get their length as of that cutoff from `session_cuts`.
+Times are integer microseconds since the epoch (UTC).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from datetime import datetime, timezone
 
-from core.contract import EVENT_TYPE_LIST
+import pyarrow as pa
+
+from core.contract import CHANNELS, EVENT_TYPE_LIST
 from features.journeys.definitions import (
     BUCKET_EDGES_DAYS,
     BUSINESS_INITIATED,
@@ -43,30 +39,24 @@ from features.journeys.definitions import (
     DAY_US,
 )
 
-SLOT_WIDTH = 8  # events part: slot = type code * SLOT_WIDTH + age bucket
-_CODE = {t: i for i, t in enumerate(EVENT_TYPE_LIST)}
+CHANNEL_WINDOW_DAYS = 90  # channel shares look at the last 90 days
+MOMENT_TYPES = ("purchase", "nps_response", "marketing_contact", "subscription_cancel")
+TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPE_LIST)}
 
-PARTIAL_COLUMNS: tuple[str, ...] = (
-    "part", "r", "customer_id", "ci", "k", "b", "n", "s1", "s2", "s3", "s4", "s5", "s6",
-)  # fmt: skip
-# What k, b, n and s1..s6 hold in each part. Times are microseconds since the epoch as DOUBLE
-# (exact below 2**53 us, i.e. until the year 2255).
-PART_COLUMNS: dict[str, dict[str, str]] = {
-    "events": {"b": "slot = type code (EVENT_TYPE_LIST index) * SLOT_WIDTH + bucket", "n": "events",
-               "s1": "value_sum", "s2": "value_n"},
-    "customer": {
-        "customer_id": "customer_id", "ci": "cutoff index", "s1": "first_event_t", "s2": "last_activity_t",
-        "s3": "first_purchase_t", "s4": "last_purchase_t", "s5": "last_contact_t", "s6": "last_cancel_t",
-    },  # last_nps_t stays in SQL
-    "last_nps": {"s1": "value of the latest nps_response (the largest at a tie)"},
-    "last_contact": {"k": "action of the latest marketing_contact (the largest at a tie)"},
-    "channels": {"k": "channel", "n": "activity_events_90d"},
-    "sessions": {"b": "bucket", "n": "sessions", "s1": "converted", "s2": "bounced", "s3": "duration_us"},
-    "carts": {"b": "bucket", "n": "resolved_carts", "s1": "abandoned"},
-    "active_days": {"b": "bucket", "n": "days"},
-    "purchase_days": {"n": "purchase_days", "s1": "gap_mean", "s2": "gap_std"},
-    "first_seen": {"s1": "first_seen_t"},
-}  # fmt: skip
+# Columns of each part (all parts carry cix: INT). Times are BIGINT microseconds.
+PART_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("cix", "customer_id", "first_t", "first_purchase_t"),
+    "events": ("cix", "slot", "n", "value_sum", "value_n"),  # slot = type code * G + global bucket
+    "activity": ("cix", "g", "t_max"),  # latest activity per global bucket
+    "channels": ("cix", "slot", "n"),  # slot = channel code * G + global bucket; activity only
+    "sessions": ("cix", "s0", "s1", "p0", "b0"),  # first/last event, first purchase, first bounce
+    "session_cuts": ("cix", "ci", "s0", "s1c"),  # sessions straddling cutoff ci: last event <= cutoff
+    "carts": ("cix", "t", "abandoned"),
+    "active_days": ("cix", "t0"),  # first activity of each UTC day with activity
+    # the events whose latest occurrence matters: purchases, NPS answers, contacts, cancellations
+    "moments": ("cix", "tc", "t", "v", "action"),
+    "first_seen": ("cix", "t"),
+}
 
 
 @dataclass(frozen=True)
@@ -74,10 +64,10 @@ class Dialect:
     """The few spellings in which DuckDB and Spark SQL differ."""
 
     name: str
-    epoch_us_fn: str  # function: timestamp -> BIGINT microseconds since the epoch
-    json_action_fmt: str  # format with {col}: properties JSON -> action string or NULL
-    type_code_fmt: str  # format with {col}, {types}: position of an event type in EVENT_TYPE_LIST, -1 if absent
-    cte_materialized: str  # keyword after AS for an aggregate CTE read several times (compute it once)
+    epoch_us_fn: str  # timestamp -> BIGINT microseconds since the epoch
+    json_action_fmt: str  # {col}: properties JSON -> properties.action or NULL
+    code_fmt: str  # {col}, {values}: 0-based position of col in the value list, -1 when absent
+    timestamp_fmt: str  # {iso} (UTC, microseconds) or {us}: a timestamp literal
 
     def epoch_us(self, col: str) -> str:
         return f"{self.epoch_us_fn}({col})"
@@ -85,205 +75,223 @@ class Dialect:
     def json_action(self, col: str) -> str:
         return self.json_action_fmt.format(col=col)
 
-    def type_code(self, col: str) -> str:
-        return self.type_code_fmt.format(col=col, types=", ".join(f"'{t}'" for t in EVENT_TYPE_LIST))
+    def timestamp(self, us: int) -> str:
+        iso = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return self.timestamp_fmt.format(iso=f"{iso}.{us % 1_000_000:06d}", us=us)
+
+    def code(self, col: str, values: Sequence[str]) -> str:
+        return self.code_fmt.format(col=col, values=", ".join(f"'{v}'" for v in values))
 
 
 DUCKDB = Dialect(
     name="duckdb",
     epoch_us_fn="epoch_us",
     json_action_fmt="json_extract_string(CASE WHEN json_valid({col}) THEN {col} END, '$.action')",
-    # an ENUM cast is a hash lookup; grouping and comparing small ints is much cheaper than strings
-    type_code_fmt="CAST(COALESCE(enum_code(TRY_CAST({col} AS ENUM({types}))), -1) AS INT)",
-    cte_materialized="MATERIALIZED ",
+    # an ENUM cast is one hash lookup; grouping and comparing small ints is much cheaper than strings
+    code_fmt="CAST(COALESCE(enum_code(TRY_CAST({col} AS ENUM({values}))), -1) AS INT)",
+    timestamp_fmt="TIMESTAMPTZ '{iso}+00'",
 )
 SPARK = Dialect(
     name="spark",
     epoch_us_fn="unix_micros",
     json_action_fmt="get_json_object({col}, '$.action')",
-    type_code_fmt="CAST(array_position(array({types}), {col}) - 1 AS INT)",
-    cte_materialized="",
+    code_fmt="CAST(array_position(array({values}), {col}) - 1 AS INT)",
+    timestamp_fmt="timestamp_micros({us})",
 )
 DIALECTS = {"duckdb": DUCKDB, "spark": SPARK}
 
 
-def _in(values: tuple[str, ...]) -> str:
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+def global_boundaries(cutoffs_us: Sequence[int]) -> list[int]:
+    """Sorted distinct window starts and ends of every cutoff (microseconds)."""
+    days = (0, *BUCKET_EDGES_DAYS)
+    return sorted({int(c) - d * DAY_US for c in cutoffs_us for d in days})
 
 
-def bucket(age_us: str) -> str:
-    """Age bucket index of an age in microseconds (0: < 7 days ... 5: >= 365 days)."""
-    whens = " ".join(f"WHEN {age_us} < {d * DAY_US} THEN {i}" for i, d in enumerate(BUCKET_EDGES_DAYS))
-    return f"CASE {whens} ELSE {len(BUCKET_EDGES_DAYS)} END"
+def bucket_case(t: str, boundaries: Sequence[int]) -> str:
+    """SQL for the global bucket of time `t`: the number of boundaries strictly before t.
+
+    Bucket g is the interval (boundaries[g - 1], boundaries[g]]. A balanced tree of CASEs (about
+    log2 of the boundary count comparisons per row), the same in both dialects. Only times at or
+    before the last boundary (the last cutoff) are asked for.
+    """
+
+    def node(lo: int, hi: int) -> str:  # the answer is in [lo, hi]
+        if lo == hi:
+            return str(lo)
+        mid = (lo + hi + 1) // 2  # answer >= mid  <=>  boundaries[mid - 1] < t
+        return f"CASE WHEN {t} <= {boundaries[mid - 1]} THEN {node(lo, mid - 1)} ELSE {node(mid, hi)} END"
+
+    return node(0, len(boundaries) - 1)
+
+
+def _codes(kinds: Sequence[str]) -> str:
+    return ", ".join(str(TYPE_CODE[k]) for k in kinds)
 
 
 def _day(t: str) -> str:
-    return f"CAST(FLOOR(CAST({t} AS DOUBLE) / {DAY_US}.0) AS BIGINT)"
+    return f"CAST(FLOOR({t} / {DAY_US}e0) AS BIGINT)"  # the UTC day number (e0: a DOUBLE literal)
 
 
-def _select(part: str, source: str, values: dict[str, str]) -> str:
-    """One UNION branch: `values` maps partial columns to expressions; the rest are typed NULLs.
+@dataclass(frozen=True)
+class Plan:
+    """The statements of one computation (run it with `run_plan`).
 
-    Branches other than `customer` and `last_*` take their output row `r` from the population (`pop`).
+    setup: (relation name, SELECT) pairs to materialise in order; parts: part name -> SELECT;
+    boundaries: the global bucket ends; straddle_ranges: a SELECT of (lo, hi) time ranges
+    holding the sessions that straddle a cutoff; session_cuts: builds the SELECT of the
+    `session_cuts` part from those ranges (only run when there are any).
     """
-    types = {"r": "BIGINT", "customer_id": "STRING", "ci": "INT", "k": "STRING", "b": "INT"}
-    cols = [f"'{part}' AS part"]
-    for name in PARTIAL_COLUMNS[1:]:
-        expr = values.get(name, "NULL")
-        cols.append(f"CAST({expr} AS {types.get(name, 'DOUBLE')}) AS {name}")
-    if part in ("customer", "last_nps", "last_contact"):
-        return "SELECT " + ", ".join(cols) + f" FROM {source} x"
-    join = "JOIN pop ON pop.customer_id = x.customer_id AND pop.ci = x.ci"
-    return "SELECT " + ", ".join(cols) + f" FROM {source} x {join}"
+
+    setup: tuple[tuple[str, str], ...]
+    parts: dict[str, str]
+    boundaries: tuple[int, ...]
+    straddle_ranges: str
+    session_cuts: Callable[[Sequence[tuple[int, int]]], str]
 
 
-@lru_cache(maxsize=64)
-def partials_sql(
+def journey_plan(
     dialect_name: str,
     *,
     events: str,
     cutoffs: str,
-    max_cutoff_literal: str,
+    cutoffs_us: Sequence[int],
+    prefix: str = "journey_",
     customer_ids: str | None = None,
     customers: str | None = None,
-) -> str:
-    """The partials query (columns `PARTIAL_COLUMNS`, meanings `PART_COLUMNS`).
+) -> Plan:
+    """The statements for events at or before the last cutoff.
 
     events: a relation with the contract's columns (a view name or `read_parquet(...)`);
-    cutoffs: a relation (ci INT, c BIGINT microseconds) of distinct cutoffs;
-    max_cutoff_literal: a timestamp literal of the latest cutoff, to prune the scan;
-    customer_ids: an optional relation (customer_id) restricting the population;
-    customers: an optional relation with (customer_id, first_seen).
+    cutoffs: a relation (ci INT, c BIGINT microseconds) of the distinct sorted cutoffs, whose
+        values are also passed as `cutoffs_us`; customer_ids: an optional relation
+        (customer_id) restricting the population; customers: an optional relation with
+        (customer_id, first_seen); prefix: names the materialised relations.
     """
     d = DIALECTS[dialect_name]
-    mat = d.cte_materialized
-    cart_us = CART_RESOLUTION_HOURS * 3_600_000_000
-    code = _CODE
-    # activity: any known type that the business does not initiate
-    business = ", ".join(str(code[t]) for t in BUSINESS_INITIATED)
-    activity = f"(tc >= 0 AND tc NOT IN ({business}))"
-    def slot_of(kind: str) -> str:
-        return f"slot >= {code[kind] * SLOT_WIDTH} AND slot < {(code[kind] + 1) * SLOT_WIDTH}"
+    last = max(cutoffs_us)
+    boundaries = global_boundaries(cutoffs_us)
+    n_global = len(boundaries)
+    ev, cust, events_g, sessions_g, straddlers = (
+        f"{prefix}{n}" for n in ("ev", "cust", "events_g", "sessions_g", "straddlers")
+    )
+    activity = f"(tc >= 0 AND tc NOT IN ({_codes(BUSINESS_INITIATED)}))"
+    activity_slot = f"slot >= 0 AND FLOOR(slot / {n_global}) NOT IN ({_codes(BUSINESS_INITIATED)})"
 
-    activity_slot = f"slot >= 0 AND NOT ({' OR '.join(f'({slot_of(t)})' for t in BUSINESS_INITIATED)})"
+    def slot_of(kind: str) -> str:
+        return f"slot >= {code[kind] * n_global} AND slot < {(code[kind] + 1) * n_global}"
+
     restrict = f" AND customer_id IN (SELECT customer_id FROM {customer_ids})" if customer_ids else ""
-    joined = f"ev e JOIN {cutoffs} k ON e.t <= k.c"
-    action = f"COALESCE({d.json_action('e.p')}, 'unknown')"
-    ctes = [
-        f"""ev AS (
-  SELECT customer_id, {d.epoch_us("event_time")} AS t, {d.type_code("event_type")} AS tc, channel AS ch,
-         session_id AS sid, value AS v, CASE WHEN event_type = 'marketing_contact' THEN properties END AS p
-  FROM {events}
-  WHERE event_time <= {max_cutoff_literal}{restrict}
-)""",
-        f"""events_part AS {mat}(
-  SELECT e.customer_id, k.ci, e.tc * {SLOT_WIDTH} + {bucket("k.c - e.t")} AS slot,
-         COUNT(*) AS n, SUM(e.v) AS vs, COUNT(e.v) AS vn, MIN(e.t) AS t_min, MAX(e.t) AS t_max
-  FROM {joined}
-  GROUP BY 1, 2, 3
-),
-cust0 AS (
-  SELECT customer_id, ci, MIN(t_min) AS first_t,
-         MAX(t_max) FILTER (WHERE {activity_slot}) AS last_activity_t,
-         MIN(t_min) FILTER (WHERE {slot_of("purchase")}) AS first_purchase_t,
-         MAX(t_max) FILTER (WHERE {slot_of("purchase")}) AS last_purchase_t,
-         MAX(t_max) FILTER (WHERE {slot_of("marketing_contact")}) AS last_contact_t,
-         MAX(t_max) FILTER (WHERE {slot_of("subscription_cancel")}) AS last_cancel_t,
-         MAX(t_max) FILTER (WHERE {slot_of("nps_response")}) AS last_nps_t
-  FROM events_part
-  GROUP BY 1, 2
-),
-pop AS {mat}(
-  SELECT cust0.*, ROW_NUMBER() OVER (ORDER BY ci, customer_id) - 1 AS r FROM cust0
-)""",
-        # The latest NPS value and contact action: only the events at the latest instant are read.
-        f"""nps_part AS (
-  SELECT pop.r, MAX(e.v) AS nps
-  FROM ev e JOIN pop ON e.customer_id = pop.customer_id AND e.t = pop.last_nps_t
-  WHERE e.tc = {code["nps_response"]}
-  GROUP BY 1
-),
-contact_part AS (
-  SELECT pop.r, MAX({action}) AS action
-  FROM ev e JOIN pop ON e.customer_id = pop.customer_id AND e.t = pop.last_contact_t
-  WHERE e.tc = {code["marketing_contact"]}
-  GROUP BY 1
-)""",
-        f"""channels_part AS (
-  SELECT e.customer_id, k.ci, e.ch, COUNT(*) AS n
-  FROM {joined} AND e.t > k.c - {90 * DAY_US}
-  WHERE {activity}
-  GROUP BY 1, 2, 3
-)""",
-        f"""sess AS (
-  SELECT e.customer_id, k.ci, k.c, e.sid, MIN(e.t) AS s0, MAX(e.t) AS s1,
-         MAX(CASE WHEN e.tc = {code["purchase"]} THEN 1 ELSE 0 END) AS conv,
-         MAX(CASE WHEN e.tc = {code["bounce"]} THEN 1 ELSE 0 END) AS bnc
-  FROM {joined}
-  WHERE e.sid IS NOT NULL
-  GROUP BY 1, 2, 3, 4
-),
-sessions_part AS (
-  SELECT customer_id, ci, {bucket("c - s0")} AS b, COUNT(*) AS n, SUM(conv) AS conv, SUM(bnc) AS bnc,
-         SUM(CAST(s1 - s0 AS DOUBLE)) AS dur
-  FROM sess
-  GROUP BY 1, 2, 3
-)""",
-        f"""cp AS (
-  SELECT customer_id, t, tc,
+    known = f"event_time <= {d.timestamp(last)}{restrict}"  # a literal, so that Parquet row groups are pruned
+    tc = d.code("event_type", EVENT_TYPE_LIST)
+    code = TYPE_CODE
+    setup = (
+        # the events every part reads; kept narrow (strings cost most to materialise): the session id
+        # is read by the session parts from `events` directly, the action is NULL but on contacts
+        (ev, f"""SELECT customer_id, {d.epoch_us("event_time")} AS t, {tc} AS tc,
+       {d.code("channel", CHANNELS)} AS ch, value AS v,
+       CASE WHEN event_type = 'marketing_contact'
+            THEN COALESCE({d.json_action("properties")}, 'unknown') END AS action
+FROM {events}
+WHERE {known}"""),
+        # per customer, event type (tc = -1: not in the vocabulary) and global bucket
+        (events_g, f"""SELECT customer_id, tc * {n_global} + {bucket_case("t", boundaries)} AS slot,
+       COUNT(*) AS n, SUM(v) AS value_sum, COUNT(v) AS value_n, MIN(t) AS t_min, MAX(t) AS t_max
+FROM {ev}
+GROUP BY 1, 2"""),
+        # the customers with an event at or before the last cutoff, numbered by customer_id
+        (cust, f"""SELECT customer_id, MIN(t_min) AS first_t,
+       MIN(CASE WHEN {slot_of("purchase")} THEN t_min END) AS first_purchase_t,
+       ROW_NUMBER() OVER (ORDER BY customer_id) - 1 AS cix
+FROM {events_g}
+GROUP BY customer_id"""),
+        (sessions_g, f"""SELECT customer_id, sid, MIN(t) AS s0, MAX(t) AS s1,
+       MIN(CASE WHEN tc = {code["purchase"]} THEN t END) AS p0, MIN(CASE WHEN tc = {code["bounce"]} THEN t END) AS b0
+FROM (SELECT customer_id, session_id AS sid, {d.epoch_us("event_time")} AS t, {tc} AS tc
+      FROM {events} WHERE {known} AND session_id IS NOT NULL)
+GROUP BY 1, 2"""),
+        (straddlers, f"""SELECT s.customer_id, s.sid, k.ci, k.c, s.s0
+FROM {sessions_g} s JOIN {cutoffs} k ON s.s0 <= k.c AND s.s1 > k.c"""),
+    )  # fmt: skip
+    cart_us = CART_RESOLUTION_HOURS * 3_600_000_000
+    channel_start = min(cutoffs_us) - CHANNEL_WINDOW_DAYS * DAY_US
+
+    def with_cix(select: str, source: str, group: str = "") -> str:
+        return f"SELECT c.cix, {select} FROM {source} x JOIN {cust} c ON c.customer_id = x.customer_id{group}"
+
+    parts = {
+        "customers": f"SELECT cix, customer_id, first_t, first_purchase_t FROM {cust}",
+        "events": with_cix("x.slot, x.n, x.value_sum, x.value_n", f"(SELECT * FROM {events_g} WHERE slot >= 0)"),
+        "activity": with_cix(
+            f"x.slot % {n_global} AS g, MAX(x.t_max) AS t_max",
+            f"(SELECT * FROM {events_g} WHERE {activity_slot})",
+            f" GROUP BY c.cix, x.slot % {n_global}",
+        ),
+        "channels": with_cix(
+            f"x.ch * {n_global} + {bucket_case('x.t', boundaries)} AS slot, COUNT(*) AS n",
+            f"(SELECT * FROM {ev} WHERE {activity} AND ch >= 0 AND t > {channel_start})",
+            f" GROUP BY c.cix, x.ch * {n_global} + {bucket_case('x.t', boundaries)}",
+        ),
+        "sessions": with_cix("x.s0, x.s1, x.p0, x.b0", sessions_g),
+        "carts": with_cix(
+            f"x.t, CASE WHEN x.np IS NOT NULL AND x.np <= x.t + {cart_us} THEN 0 ELSE 1 END AS abandoned",
+            f"""(SELECT customer_id, t, tc,
          MIN(CASE WHEN tc = {code["purchase"]} THEN t END) OVER (
            PARTITION BY customer_id ORDER BY t RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS np
-  FROM ev
-  WHERE tc IN ({code["add_to_cart"]}, {code["purchase"]})
-),
-carts_part AS (
-  SELECT a.customer_id, k.ci, {bucket("k.c - a.t")} AS b, COUNT(*) AS n,
-         SUM(CASE WHEN a.np IS NOT NULL AND a.np <= a.t + {cart_us} THEN 0 ELSE 1 END) AS abandoned
-  FROM cp a JOIN {cutoffs} k ON a.t + {cart_us} <= k.c
-  WHERE a.tc = {code["add_to_cart"]}
-  GROUP BY 1, 2, 3
-)""",
-        f"""pd0 AS (
-  SELECT customer_id, {_day("t")} AS d, MIN(t) AS t0 FROM ev WHERE tc = {code["purchase"]} GROUP BY 1, 2
-),
-pd1 AS (
-  SELECT customer_id, t0, d - LAG(d) OVER (PARTITION BY customer_id ORDER BY d) AS gap FROM pd0
-),
-pdays_part AS (
-  SELECT p.customer_id, k.ci, COUNT(*) AS n, AVG(CAST(p.gap AS DOUBLE)) AS gap_mean,
-         STDDEV_SAMP(CAST(p.gap AS DOUBLE)) AS gap_std
-  FROM pd1 p JOIN {cutoffs} k ON p.t0 <= k.c
-  GROUP BY 1, 2
-)""",
-        f"""ad0 AS (
-  SELECT customer_id, MIN(t) AS t0 FROM ev WHERE {activity} GROUP BY customer_id, {_day("t")}
-),
-adays_part AS (
-  SELECT a.customer_id, k.ci, {bucket("k.c - a.t0")} AS b, COUNT(*) AS n
-  FROM ad0 a JOIN {cutoffs} k ON a.t0 <= k.c
-  GROUP BY 1, 2, 3
-)""",
-    ]
-    selects = [
-        _select("customer", "pop", {"r": "r", "customer_id": "customer_id", "ci": "ci", "s1": "first_t",
-                                    "s2": "last_activity_t", "s3": "first_purchase_t", "s4": "last_purchase_t",
-                                    "s5": "last_contact_t", "s6": "last_cancel_t"}),
-        _select("last_nps", "nps_part", {"r": "x.r", "s1": "x.nps"}),
-        _select("last_contact", "contact_part", {"r": "x.r", "k": "x.action"}),
-        _select("events", "events_part", {"r": "pop.r", "b": "x.slot", "n": "x.n", "s1": "x.vs", "s2": "x.vn"}),
-        _select("channels", "channels_part", {"r": "pop.r", "k": "x.ch", "n": "x.n"}),
-        _select("sessions", "sessions_part", {"r": "pop.r", "b": "x.b", "n": "x.n", "s1": "x.conv", "s2": "x.bnc",
-                                              "s3": "x.dur"}),
-        _select("carts", "carts_part", {"r": "pop.r", "b": "x.b", "n": "x.n", "s1": "x.abandoned"}),
-        _select("active_days", "adays_part", {"r": "pop.r", "b": "x.b", "n": "x.n"}),
-        _select("purchase_days", "pdays_part", {"r": "pop.r", "n": "x.n", "s1": "x.gap_mean", "s2": "x.gap_std"}),
-    ]  # fmt: skip
+  FROM {ev} WHERE tc IN ({_codes(("add_to_cart", "purchase"))}))""",
+        )
+        + f" WHERE x.tc = {code['add_to_cart']}",
+        "active_days": with_cix(
+            "MIN(x.t) AS t0", f"(SELECT * FROM {ev} WHERE {activity})", f" GROUP BY c.cix, {_day('x.t')}"
+        ),
+        "moments": with_cix(
+            "x.tc, x.t, x.v, x.action",
+            f"(SELECT customer_id, tc, t, v, action FROM {ev} WHERE tc IN ({_codes(MOMENT_TYPES)}))",
+        ),
+    }
     if customers:
-        ctes.append(f"""seen AS (
-  SELECT s.customer_id, k.ci, MIN(s.t) AS t_min
-  FROM (SELECT customer_id, {d.epoch_us("first_seen")} AS t FROM {customers} WHERE first_seen IS NOT NULL) s
-  JOIN {cutoffs} k ON s.t <= k.c
-  GROUP BY 1, 2
-)""")
-        selects.append(_select("first_seen", "seen", {"r": "pop.r", "s1": "x.t_min"}))
-    return "WITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(selects)
+        parts["first_seen"] = with_cix(
+            "MIN(x.t) AS t",
+            f"(SELECT customer_id, {d.epoch_us('first_seen')} AS t FROM {customers} WHERE first_seen IS NOT NULL)",
+            " GROUP BY c.cix",
+        )
+    def session_cuts(ranges: Sequence[tuple[int, int]]) -> str:
+        """Sessions straddling a cutoff: their last event at or before it. `ranges` are (earliest
+        straddler start, cutoff) pairs, as literals so that only those slices of events are read."""
+        spans = " OR ".join(
+            f"(event_time >= {d.timestamp(lo)} AND event_time <= {d.timestamp(hi)})" for lo, hi in ranges
+        )
+        return with_cix(
+            "x.ci, x.s0, x.s1c",
+            f"""(SELECT s.customer_id, s.ci, s.s0, MAX(e.t) AS s1c
+  FROM {straddlers} s
+  JOIN (SELECT customer_id, session_id AS sid, {d.epoch_us("event_time")} AS t FROM {events}
+        WHERE {known} AND session_id IS NOT NULL AND ({spans})) e
+    ON e.customer_id = s.customer_id AND e.sid = s.sid AND e.t <= s.c
+  GROUP BY s.customer_id, s.sid, s.ci, s.s0)""",
+        )
+
+    return Plan(
+        setup=setup,
+        parts=parts,
+        boundaries=tuple(boundaries),
+        straddle_ranges=f"SELECT MIN(s0) AS lo, MAX(c) AS hi FROM {straddlers} GROUP BY ci",
+        session_cuts=session_cuts,
+    )
+
+
+def run_plan(
+    plan: Plan, materialise: Callable[[str, str], None], query: Callable[[str], pa.Table]
+) -> dict[str, pa.Table]:
+    """Run a plan with an engine's two primitives: materialise(name, select) and query(select)."""
+    for name, select in plan.setup:
+        materialise(name, select)
+    parts = {part: query(select) for part, select in plan.parts.items()}
+    ranges = query(plan.straddle_ranges)
+    if ranges.num_rows:
+        pairs = list(zip(ranges.column("lo").to_pylist(), ranges.column("hi").to_pylist(), strict=True))
+        parts["session_cuts"] = query(plan.session_cuts(pairs))
+    else:  # no session straddles a cutoff: nothing to read
+        parts["session_cuts"] = pa.table(
+            {name: pa.array([], pa.int64()) for name in PART_COLUMNS["session_cuts"]}
+        )
+    return parts
