@@ -3,6 +3,8 @@
 # In CI (CI=true) integration tests against PostgreSQL, Redis and Spark must pass, not skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# LightGBM's OpenMP threads spin while idle; on a busy 2-core machine that made fits ~10x slower.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 python -m pip install -q -e ".[dev]"
 # The report test renders HTML in headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -1,0 +1,798 @@
+"""The next-best-action decision: pure, vectorised code over a feature and score matrix (no I/O).
+
+The calls the API and the batch job make::
+
+    decide(features, scores, policy, k=3) -> list[list[dict]]
+        One list per feature row (in row order) of at most k recommendations, best first,
+        each a dict with the fields of `serving.schemas.ActionRecommendation`:
+        action, expected_incremental_value, uplift, p_base, value, cost, reason.
+        A customer with no action of positive value (or in the holdout) gets
+        exactly one entry, `no_action`, with value 0.
+
+    decide_columnar(features, scores, policy, k=3, max_contacts=None, budget=None) -> DataFrame
+        The same decision as a long frame for batch scoring: one row per (customer, rank)
+        with customer_id, rank (1 = best), action, expected_incremental_value, uplift,
+        p_base, value, cost, reason, holdout. `max_contacts` / `budget` (total cost) keep
+        only the customers whose best action is worth the most; the rest get no_action.
+
+    decide_arrays(features, scores, policy, k=3, ...) -> Decision
+        The arrays behind both (ranked action indexes, eligibility, value inputs, holdout),
+        for evaluation code.
+
+A `Policy` is a validated `Catalog` plus uplift models by outcome group and the holdout
+share; `training.nba.load_policy(settings)` builds the registered champion's (or a
+priors-only one). Customers in the holdout are `holdout_mask(ids, policy.holdout_share,
+policy.holdout_salt)`.
+
+Inputs: `features` has one row per customer (column `customer_id` plus the feature
+engine's columns; `Catalog.columns` names the ones the contact rules read: stage,
+days since the last marketing contact, the last contact's action and contact counts in
+trailing windows). `scores` has `customer_id` and one column per task score (`churn`,
+`next_purchase`, `conversion`: probabilities; `clv`: currency) and may be None.
+
+Expected incremental value of action a for customer i:
+    eiv[i, a] = uplift[i, a] * value[i, a] - cost[a],
+    uplift = P(outcome | a) - P(outcome | no action)   (within the catalog's horizon),
+learned by the policy's uplift models and shrunk towards the catalog's documented prior when
+the logged data for an action is thin. A prior is a relative lift of the outcome's hazard,
+P(outcome | a) = 1 - (1 - p_base) ** (1 + prior_lift) (about p_base x (1 + prior_lift) for small
+p_base), so it needs p_base: from the uplift model's control arm, else from the task scores
+(purchase: next_purchase, conversion: conversion, retention: 1 - churn); without one the prior
+uplift is 0. `no_action` is worth 0.
+
+Contact rules are hard constraints, never traded against value: an action is eligible only
+if its stages, score and history thresholds and consent hold, the customer's last contact is
+at least `min_days_between_contacts` and the action's `cooldown_days` ago, and one more
+contact keeps every trailing-window count within the global caps and the action's own cap.
+When the features cannot prove a cooldown holds (the last contact is another action but more
+contacts fell in the window), the action is treated as not eligible. A deterministic global
+holdout (a hash of the customer id, share `policy.holdout_share`) always gets `no_action`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NO_ACTION = "no_action"
+Outcome = Literal["purchase", "conversion", "retention", "review", "referral"]
+OUTCOMES: tuple[str, ...] = ("purchase", "conversion", "retention", "review", "referral")
+# The event types that count as each outcome within the horizon. Outcomes that share event
+# types share one uplift model (purchase, conversion and retention are all "a purchase").
+OUTCOME_EVENTS: dict[str, tuple[str, ...]] = {
+    "purchase": ("purchase",),
+    "conversion": ("purchase",),
+    "retention": ("purchase",),
+    "review": ("review_written",),
+    "referral": ("referral",),
+}
+SCORE_NAMES: tuple[str, ...] = ("churn", "next_purchase", "conversion", "clv")
+SCORE_WORDS = {"churn": "churn risk", "next_purchase": "purchase propensity", "conversion": "conversion propensity"}
+# Which score explains an action in its reason, by outcome.
+REASON_SCORE = {"purchase": "next_purchase", "conversion": "conversion", "retention": "churn"}
+CONTRACT_STAGES = ("awareness", "consideration", "purchase", "retention")
+CHANNELS = ("web", "app", "email", "social", "ads", "store", "support", "other")
+
+
+def outcome_group(outcome: str) -> str:
+    """The name of the uplift model an outcome uses (the first outcome with the same event types)."""
+    events = OUTCOME_EVENTS[outcome]
+    return next(name for name, ev in OUTCOME_EVENTS.items() if ev == events)
+
+
+# ---------------------------------------------------------------- the catalog
+
+
+class CatalogError(ValueError):
+    """An action catalog that cannot be used; the message lists every problem found."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bound(_Strict):
+    """An inclusive range; either end may be absent."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class Eligibility(_Strict):
+    """Who may receive an action. Every rule given must hold; a missing score fails a score rule."""
+
+    stages: list[str] | None = Field(default=None, description="lifecycle stages; absent = every stage")
+    scores: dict[str, Bound] = Field(default_factory=dict, description="score thresholds by task")
+    features: dict[str, Bound] = Field(default_factory=dict, description="thresholds on feature columns")
+    consent: str | None = Field(default=None, description="a boolean feature column that must be true")
+    min_purchases: int = Field(default=0, ge=0)
+    min_tenure_days: float = Field(default=0.0, ge=0)
+
+    @field_validator("scores")
+    @classmethod
+    def _known_scores(cls, value: dict[str, Bound]) -> dict[str, Bound]:
+        unknown = sorted(set(value) - set(SCORE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown score(s) {unknown}; scores are {list(SCORE_NAMES)}")
+        return value
+
+
+class ContactCap(_Strict):
+    window_days: int = Field(gt=0)
+    count: int = Field(ge=1)
+
+
+class Action(_Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    name: str = Field(min_length=1)
+    stage: Literal["awareness", "consideration", "purchase", "retention"]
+    channel: Literal["web", "app", "email", "social", "ads", "store", "support", "other"]
+    cost: float = Field(ge=0)
+    outcome: Outcome
+    value: float = Field(ge=0, description="value of one outcome, in currency")
+    value_per_customer: bool = Field(
+        default=False, description="use the customer's value column (columns.value) when known, else `value`"
+    )
+    prior_lift: float = Field(
+        default=0.0,
+        ge=-1,
+        le=10,
+        description="documented relative lift: P(outcome | action) = 1 - (1 - p_base) ** (1 + lift)",
+    )
+    eligibility: Eligibility = Field(default_factory=Eligibility)
+    cooldown_days: float = Field(default=0.0, ge=0)
+    max_contacts: ContactCap | None = None
+    description: str = ""
+
+
+class Columns(_Strict):
+    """Names of the feature columns the contact rules and reasons read."""
+
+    stage: str = "journey_stage"
+    days_since_last_contact: str = "days_since_last_contact"
+    last_contact_action: str = "last_contact_action"
+    contacts: dict[int, str] = Field(default_factory=lambda: {7: "contacts_7d", 30: "contacts_30d", 90: "contacts_90d"})
+    tenure_days: str = "tenure_days"
+    purchases: str = "orders_lifetime"
+    value: str | None = None
+
+
+class ContactRules(_Strict):
+    min_days_between_contacts: float = Field(default=0.0, ge=0)
+    max_contacts: dict[int, int] = Field(default_factory=dict, description="window days -> most contacts in it")
+    consent_missing: Literal["allow", "deny"] = "allow"
+
+
+class Catalog(_Strict):
+    version: int | str
+    horizon_days: int = Field(default=30, gt=0)
+    stages: list[str] = Field(min_length=1)
+    columns: Columns = Field(default_factory=Columns)
+    contact_rules: ContactRules = Field(default_factory=ContactRules)
+    value_levels: dict[str, float] = Field(default_factory=lambda: {"high": 100.0, "medium": 40.0})
+    prior_strength: float = Field(default=300.0, ge=0)
+    actions: list[Action] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalog:
+        problems = []
+        ids = [a.id for a in self.actions]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            problems.append(f"duplicate action ids {dupes}")
+        if NO_ACTION not in ids:
+            problems.append(f"the catalog must contain the action {NO_ACTION!r}")
+        for action in self.actions:
+            unknown = sorted(set(action.eligibility.stages or []) - set(self.stages))
+            if unknown:
+                problems.append(f"action {action.id!r}: unknown stage(s) {unknown}; stages are {self.stages}")
+            if action.max_contacts and action.max_contacts.window_days not in self.columns.contacts:
+                problems.append(
+                    f"action {action.id!r}: max_contacts.window_days {action.max_contacts.window_days} has no "
+                    f"contact-count column; windows with columns are {sorted(self.columns.contacts)}"
+                )
+            if action.value_per_customer and not self.columns.value:
+                problems.append(f"action {action.id!r}: value_per_customer needs columns.value")
+        for window in self.contact_rules.max_contacts:
+            if window not in self.columns.contacts:
+                problems.append(f"contact_rules.max_contacts: window {window} has no column in columns.contacts")
+        if "high" in self.value_levels and "medium" in self.value_levels:
+            if self.value_levels["medium"] > self.value_levels["high"]:
+                problems.append("value_levels.medium must not exceed value_levels.high")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def action_ids(self) -> list[str]:
+        return [a.id for a in self.actions]
+
+    def action(self, action_id: str) -> Action:
+        for a in self.actions:
+            if a.id == action_id:
+                return a
+        raise KeyError(action_id)
+
+    def restrict(self, action_ids: Sequence[str], **updates: Any) -> Catalog:
+        """A copy with only these actions (plus no_action); `updates` replace fields of every kept action."""
+        keep = set(action_ids) | {NO_ACTION}
+        actions = [a.model_copy(update=updates if a.id != NO_ACTION else {}) for a in self.actions if a.id in keep]
+        return self.model_copy(update={"actions": actions})
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _where(loc: tuple[Any, ...], raw: Any) -> str:
+    parts: list[str] = []
+    node = raw
+    for key in loc:
+        if isinstance(key, int):
+            item = node[key] if isinstance(node, list) and key < len(node) else None
+            ident = item.get("id") if isinstance(item, dict) else None
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{key}]" + (f" ({ident})" if ident else "")]
+        else:
+            parts.append(str(key))
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts) or "catalog"
+
+
+def parse_catalog(raw: Any) -> Catalog:
+    """Validate a catalog given as a mapping (parsed YAML). Raises CatalogError with one line per problem."""
+    if not isinstance(raw, Mapping):
+        raise CatalogError(f"the action catalog must be a mapping with version and actions, not {type(raw).__name__}")
+    try:
+        return Catalog.model_validate(dict(raw))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{_where(tuple(err['loc']), raw)}: {msg}")
+        raise CatalogError("invalid action catalog:\n  " + "\n  ".join(lines)) from None
+
+
+def catalog_markdown(catalog: Catalog) -> str:
+    """The catalog as Markdown (docs/actions.md is this text; a test keeps it current)."""
+    rules = catalog.contact_rules
+    caps = ", ".join(f"{n} in {w} days" for w, n in sorted(rules.max_contacts.items())) or "none"
+    lines = [
+        "# The action catalog",
+        "",
+        "Generated from `conf/actions.yaml` by `journey nba docs > docs/actions.md`; do not edit by hand.",
+        "",
+        f"Catalog version **{catalog.version}**. Outcomes are counted within {catalog.horizon_days} days of the "
+        "decision. Every action is ranked by its expected incremental value: "
+        "(P(outcome | action) - P(outcome | no action)) x value - cost.",
+        "",
+        "## How an action is chosen",
+        "",
+        "1. Eligibility: the action's stages, score and history thresholds and consent hold, and every "
+        "contact rule below holds (hard constraints, never traded against value).",
+        "2. Value: uplift x value - cost, where the uplift comes from the registered uplift models "
+        "(`journey nba train`, MLflow model `journeyml-nba@champion`), shrunk towards the prior when an "
+        "action has few logged contacts; a policy without a trained model uses the priors alone.",
+        "3. Ranking: the top k eligible actions with a positive value; `no_action` when there is none.",
+        "",
+        "`journey nba evaluate` judges the policy against the simulator's true effects "
+        "(value per 1,000 customers next to random, rule-based and propensity targeting and the oracle).",
+        "",
+        "## Contact rules (every action)",
+        "",
+        f"- no marketing contact within {rules.min_days_between_contacts:g} days of the previous one;",
+        f"- at most {caps} (counting the new contact);",
+        f"- a consent column absent from the features means: {rules.consent_missing};",
+        "- a global holdout group (hash of the customer id; share `JOURNEY_HOLDOUT_SHARE`) gets no action;",
+        "- a prior is a relative lift of the outcome: P(outcome | action) = 1 - (1 - p_base) ^ (1 + prior lift), "
+        "p_base the probability without action (from the uplift model, else the task scores);",
+        f"- priors hold with the weight of {catalog.prior_strength:g} logged contacts "
+        "(estimate = (n x learned + weight x prior) / (n + weight)).",
+        "",
+        "## Actions",
+        "",
+        "| id | name | stage | channel | cost | outcome | value | prior lift | eligible when | cooldown (days) "
+        "| max contacts |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in catalog.actions:
+        e = a.eligibility
+        rules_text = []
+        if e.stages:
+            rules_text.append("stage in " + ", ".join(e.stages))
+        for name, b in {**e.scores, **e.features}.items():
+            rules_text.append(
+                " ".join(
+                    x
+                    for x in (
+                        f"{b.min:g} <=" if b.min is not None else "",
+                        name,
+                        f"<= {b.max:g}" if b.max is not None else "",
+                    )
+                    if x
+                )  # fmt: skip
+            )
+        if e.consent:
+            rules_text.append(f"consent `{e.consent}`")
+        if e.min_purchases:
+            rules_text.append(f">= {e.min_purchases} purchase(s)")
+        if e.min_tenure_days:
+            rules_text.append(f"tenure >= {e.min_tenure_days:g} days")
+        value = f"{a.value:g}" + (" (or the customer's)" if a.value_per_customer else "")
+        cap = f"{a.max_contacts.count} in {a.max_contacts.window_days} days" if a.max_contacts else "-"
+        lines.append(
+            f"| `{a.id}` | {a.name} | {a.stage} | {a.channel} | {a.cost:g} | {a.outcome} | {value} | "
+            f"{a.prior_lift:+.0%} | {'; '.join(rules_text) or 'always'} | {a.cooldown_days:g} | {cap} |"
+        )
+    lines += ["", "## What each action is", ""]
+    lines += [f"- `{a.id}`: {a.description}" for a in catalog.actions if a.description]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the policy
+
+
+class OutcomeModel(Protocol):
+    """What the policy needs from an uplift model (models.uplift.UpliftModel satisfies it)."""
+
+    arms_: list[str]
+    n_treated_: dict[str, int]
+
+    def predict_outcomes(self, X: pd.DataFrame) -> np.ndarray: ...  # (n, 1 + arms): column 0 = no action
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A catalog plus uplift models (one per outcome group, see `outcome_group`) and the holdout rule.
+
+    `priors_only` is True when no trained model backs the policy (every uplift is the prior).
+    """
+
+    catalog: Catalog
+    models: Mapping[str, OutcomeModel] = field(default_factory=dict)
+    holdout_share: float = 0.05
+    holdout_salt: str = "journeyml-nba"
+    priors_only: bool = True
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_share <= 1.0:
+            raise ValueError("holdout_share must be within [0, 1]")
+
+
+def holdout_mask(customer_ids: Any, share: float, salt: str = "journeyml-nba") -> np.ndarray:
+    """True for customers in the global holdout: a keyed hash of the id below `share`.
+
+    Stable across processes and machines (SipHash with a key derived from `salt`), so the
+    API and batch jobs agree on who is held out.
+    """
+    ids = np.asarray(pd.Series(customer_ids, dtype="object").astype(str).to_numpy(), dtype=object)
+    if share <= 0 or len(ids) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # 16 characters, as hash_array wants
+    h = pd.util.hash_array(ids, hash_key=key, categorize=False).astype(np.uint64)
+    u = (h >> np.uint64(11)).astype(np.float64) / float(2**53)
+    return u < share
+
+
+def _num(frame: pd.DataFrame | None, column: str | None, n: int, default: float = np.nan) -> np.ndarray:
+    if frame is None or column is None or column not in frame.columns:
+        return np.full(n, default, dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def align_scores(features: pd.DataFrame, scores: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Scores reordered to the feature rows (by customer_id); customers without scores get NaN."""
+    if scores is None:
+        return None
+    ids = features["customer_id"].astype(str)
+    if "customer_id" in scores.columns and len(scores) == len(ids):
+        same = scores["customer_id"].astype(str).to_numpy()
+        if np.array_equal(same, ids.to_numpy()):
+            return scores.reset_index(drop=True)
+    s = scores if "customer_id" not in scores.columns else scores.set_index("customer_id")
+    s = s[~s.index.duplicated(keep="last")]
+    s.index = s.index.astype(str)
+    if len(s) == len(ids) and (s.index == ids.to_numpy()).all():
+        return s.reset_index(drop=True)
+    return s.reindex(ids.to_numpy()).reset_index(drop=True)
+
+
+def _require(features: pd.DataFrame, column: str, why: str) -> None:
+    if column not in features.columns:
+        raise ValueError(f"features lack {column!r}, needed for {why} (catalog columns)")
+
+
+def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Catalog) -> np.ndarray:
+    """Boolean (customers x actions) matrix in catalog order: who may receive what right now.
+
+    `scores` must already be aligned to the feature rows (see `align_scores`). Raises
+    ValueError when a column the contact rules need is absent: caps that cannot be
+    checked are never assumed to hold.
+    """
+    n = len(features)
+    cols = catalog.columns
+    rules = catalog.contact_rules
+    _require(features, cols.days_since_last_contact, "cooldowns")
+    _require(features, cols.last_contact_action, "cooldowns")
+    for window in {*rules.max_contacts, *(a.max_contacts.window_days for a in catalog.actions if a.max_contacts)}:
+        _require(features, cols.contacts[window], f"the {window}-day contact cap")
+    since = _num(features, cols.days_since_last_contact, n)
+    never = np.isnan(since)
+    # The last contact's action as a catalog index (-1: none or not in the catalog).
+    last_action = pd.Categorical(
+        features[cols.last_contact_action].astype("object"), categories=catalog.action_ids
+    ).codes
+    last_action = np.where(never, -1, last_action)
+    counts = {w: np.nan_to_num(_num(features, c, n), nan=0.0) for w, c in cols.contacts.items() if c in features}
+
+    # Global rules.
+    base = never | (since >= rules.min_days_between_contacts)
+    for window, cap in rules.max_contacts.items():
+        base &= counts[window] + 1 <= cap
+
+    stage_codes = pd.Categorical(features[cols.stage].astype("object") if cols.stage in features else [None] * n,
+                                 categories=catalog.stages).codes  # fmt: skip
+    purchases = np.nan_to_num(_num(features, cols.purchases, n), nan=0.0)
+    tenure = np.nan_to_num(_num(features, cols.tenure_days, n), nan=0.0)
+    windows = sorted(counts)
+
+    out = np.zeros((n, len(catalog.actions)), dtype=bool)
+    for j, action in enumerate(catalog.actions):
+        if action.id == NO_ACTION:
+            out[:, j] = True
+            continue
+        ok = base.copy()
+        e = action.eligibility
+        if e.stages is not None:
+            allowed = np.array([s in e.stages for s in catalog.stages] + [False])  # code -1 = unknown stage
+            ok &= allowed[stage_codes]
+        for name, bound in e.scores.items():
+            ok &= _in_bound(_num(scores, name, n), bound)
+        for name, bound in e.features.items():
+            ok &= _in_bound(_num(features, name, n), bound)
+        if e.consent:
+            if e.consent in features.columns:
+                ok &= features[e.consent].fillna(False).astype(bool).to_numpy()
+            elif rules.consent_missing == "deny":
+                ok &= False
+        if e.min_purchases:
+            ok &= purchases >= e.min_purchases
+        if e.min_tenure_days:
+            ok &= tenure >= e.min_tenure_days
+        if action.cooldown_days > 0:
+            # Provably outside the cooldown: no contact for that long, or the only contact
+            # inside it (a window at least as long holds exactly one) was another action.
+            clear = never | (since >= action.cooldown_days)
+            cover = [w for w in windows if w >= action.cooldown_days]
+            if cover:
+                only_one = counts[cover[0]] <= 1
+                clear |= only_one & (last_action != j)
+            ok &= clear
+        if action.max_contacts is not None:
+            ok &= counts[action.max_contacts.window_days] + 1 <= action.max_contacts.count
+        out[:, j] = ok
+    return out
+
+
+def _in_bound(values: np.ndarray, bound: Bound) -> np.ndarray:
+    ok = ~np.isnan(values)
+    if bound.min is not None:
+        ok &= values >= bound.min
+    if bound.max is not None:
+        ok &= values <= bound.max
+    return ok
+
+
+def base_from_scores(outcome: str, scores: pd.DataFrame | None, n: int) -> np.ndarray:
+    """P(outcome | no action) from the task scores, when no uplift model gives it (NaN if unknown)."""
+    if outcome == "purchase":
+        return _num(scores, "next_purchase", n)
+    if outcome == "conversion":
+        conv = _num(scores, "conversion", n)
+        return np.where(np.isnan(conv), _num(scores, "next_purchase", n), conv)
+    if outcome == "retention":
+        return 1.0 - _num(scores, "churn", n)
+    return np.full(n, np.nan)
+
+
+@dataclass
+class ValueInputs:
+    """Everything the ranking uses, as (customers x actions) matrices in catalog order."""
+
+    p_base: np.ndarray
+    uplift: np.ndarray
+    value: np.ndarray
+    cost: np.ndarray  # (actions,)
+
+    @property
+    def eiv(self) -> np.ndarray:
+        return self.uplift * self.value - self.cost[None, :]
+
+
+def value_inputs(features: pd.DataFrame, scores: pd.DataFrame | None, policy: Policy) -> ValueInputs:
+    """p_base, uplift (learned, shrunk to the prior by data size) and value per customer and action.
+
+    Matrices are column-major: they are filled one action (column) at a time.
+    """
+    catalog = policy.catalog
+    n, m = len(features), len(catalog.actions)
+    p_base = np.full((n, m), np.nan, order="F")
+    learned = np.zeros((n, m), order="F")
+    prior = np.zeros((n, m), order="F")
+    value = np.zeros((n, m), order="F")
+    n_rows = np.zeros(m)
+    cust_value = _num(features, catalog.columns.value, n) if catalog.columns.value else np.full(n, np.nan)
+    known_value = np.isfinite(cust_value) & (cust_value > 0)
+    predictions: dict[str, np.ndarray] = {}
+    bases: dict[str, np.ndarray] = {}
+    for j, action in enumerate(catalog.actions):
+        if action.id == NO_ACTION:
+            continue
+        value[:, j] = np.where(known_value, cust_value, action.value) if action.value_per_customer else action.value
+        group = outcome_group(action.outcome)
+        model = policy.models.get(group)
+        if model is None:
+            if action.outcome not in bases:
+                bases[action.outcome] = base_from_scores(action.outcome, scores, n)
+            p_base[:, j] = bases[action.outcome]
+        else:
+            if group not in predictions:
+                predictions[group] = np.asarray(model.predict_outcomes(features), dtype=float)
+            pred = predictions[group]
+            p_base[:, j] = pred[:, 0]
+            if action.id in model.arms_:
+                k = model.arms_.index(action.id) + 1
+                np.subtract(pred[:, k], pred[:, 0], out=learned[:, j])
+                n_rows[j] = float(model.n_treated_.get(action.id, 0))
+        if action.prior_lift:
+            pb = np.clip(p_base[:, j], 0.0, 1.0 - 1e-12)
+            lifted = -np.expm1((1.0 + action.prior_lift) * np.log1p(-pb)) - pb
+            prior[:, j] = np.where(np.isnan(pb), 0.0, lifted)
+    strength = catalog.prior_strength
+    weight = np.where(n_rows + strength > 0, n_rows + strength, 1.0)
+    uplift = learned  # shrunk in place: these matrices are large
+    uplift *= n_rows / weight
+    prior *= strength / weight
+    uplift += prior
+    # P(outcome | action) stays within [0, 1] where p_base is known (fmin/fmax skip NaN).
+    np.fmin(uplift, 1.0 - p_base, out=uplift)
+    np.fmax(uplift, -p_base, out=uplift)
+    cost = np.array([a.cost for a in catalog.actions], dtype=float)
+    return ValueInputs(p_base=p_base, uplift=uplift, value=value, cost=cost)
+
+
+@dataclass
+class Decision:
+    """The vectorised decision: for each customer the ranked action indexes (into the catalog)."""
+
+    order: np.ndarray  # (n, k) action indexes, best first
+    valid: np.ndarray  # (n, k) the slot holds a recommendation (else padding)
+    eiv: np.ndarray  # (n, actions), -inf where not eligible
+    inputs: ValueInputs
+    eligible: np.ndarray  # (n, actions)
+    holdout: np.ndarray  # (n,)
+
+    @property
+    def top(self) -> np.ndarray:
+        """The action index each customer gets (no_action when nothing is worth it)."""
+        return self.order[:, 0]
+
+
+def rank(
+    eiv: np.ndarray,
+    no_action: int,
+    k: int,
+    cost: np.ndarray | None = None,
+    max_contacts: int | None = None,
+    budget: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k action indexes per row with a positive value; rows with none get [no_action].
+
+    Ties keep catalog order. With `max_contacts` / `budget` (total cost of top actions),
+    only the rows whose best action is worth most keep their recommendations.
+    """
+    n, m = eiv.shape
+    k = max(1, min(k, m))
+    work = eiv.copy()
+    work[:, no_action] = -np.inf  # no_action is the fallback, never a ranked action
+    # k passes of argmax beat a full sort; argmax keeps the first of equal values (catalog order).
+    rows = np.arange(n)
+    order = np.empty((n, k), dtype=np.int64)
+    best = np.empty((n, k))
+    for slot in range(k):
+        order[:, slot] = np.argmax(work, axis=1)
+        best[:, slot] = work[rows, order[:, slot]]
+        work[rows, order[:, slot]] = -np.inf
+    valid = best > 0
+    if max_contacts is not None or budget is not None:
+        top_value = np.where(valid[:, 0], best[:, 0], -np.inf)
+        by_value = np.argsort(-top_value, kind="stable")
+        keep = np.zeros(n, dtype=bool)
+        n_pos = int(valid[:, 0].sum())
+        limit = n_pos if max_contacts is None else min(n_pos, max(int(max_contacts), 0))
+        chosen = by_value[:limit]
+        if budget is not None and cost is not None:
+            spent = np.cumsum(cost[order[chosen, 0]])
+            chosen = chosen[spent <= budget]
+        keep[chosen] = True
+        valid &= keep[:, None]
+    empty = ~valid[:, 0]
+    order[empty, 0] = no_action
+    valid[empty, 0] = True
+    return order, valid
+
+
+def decide_arrays(
+    features: pd.DataFrame,
+    scores: pd.DataFrame | None,
+    policy: Policy,
+    k: int = 3,
+    *,
+    max_contacts: int | None = None,
+    budget: float | None = None,
+    inputs: ValueInputs | None = None,
+) -> Decision:
+    """The decision as arrays (what `decide` and `decide_columnar` format). `inputs` overrides the models."""
+    if "customer_id" not in features.columns:
+        raise ValueError("features need a customer_id column")
+    features = features.reset_index(drop=True)
+    scores = align_scores(features, scores)
+    catalog = policy.catalog
+    eligible = eligibility(features, scores, catalog)
+    holdout = holdout_mask(features["customer_id"], policy.holdout_share, policy.holdout_salt)
+    eligible[holdout] = False
+    no_action = catalog.action_ids.index(NO_ACTION)
+    eligible[:, no_action] = True
+    inputs = inputs if inputs is not None else value_inputs(features, scores, policy)
+    eiv = np.where(eligible, inputs.eiv, -np.inf)
+    eiv[:, no_action] = 0.0
+    order, valid = rank(eiv, no_action, k, inputs.cost, max_contacts, budget)
+    return Decision(order=order, valid=valid, eiv=eiv, inputs=inputs, eligible=eligible, holdout=holdout)
+
+
+# ---------------------------------------------------------------- reasons and answers
+
+
+def _value_level(v: np.ndarray, levels: Mapping[str, float]) -> np.ndarray:
+    high, medium = levels.get("high", np.inf), levels.get("medium", np.inf)
+    return np.where(v >= high, "high", np.where(v >= medium, "medium", "low"))
+
+
+def _reason_parts(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Catalog) -> dict[str, np.ndarray]:
+    n = len(features)
+    cols = catalog.columns
+    since = _num(features, cols.days_since_last_contact, n)
+    days = pd.Series(np.floor(np.nan_to_num(since)), dtype=float).astype(int).astype(str).astype(object)
+    contact = np.where(np.isnan(since), "never contacted", "no contact in " + days + " days")
+    cust_value = _num(scores, "clv", n)
+    if cols.value:
+        cust_value = np.where(np.isnan(cust_value), _num(features, cols.value, n), cust_value)
+    stage = features[cols.stage].astype(str).to_numpy() if cols.stage in features.columns else np.full(n, "unknown")
+    parts: dict[str, np.ndarray] = {"contact": np.asarray(contact, dtype=object)}
+    parts["stage"] = "stage " + stage.astype(object)
+    parts["value_known"] = ~np.isnan(cust_value)
+    parts["level"] = _value_level(np.nan_to_num(cust_value, nan=-np.inf), catalog.value_levels).astype(object)
+    for name in SCORE_WORDS:
+        s = _num(scores, name, n)
+        text = pd.Series(s, dtype=float).map("{:.2f}".format).astype(object).to_numpy()
+        parts[f"score:{name}"] = np.where(np.isnan(s), "", SCORE_WORDS[name] + " " + text)
+    return parts
+
+
+def reasons(
+    features: pd.DataFrame,
+    scores: pd.DataFrame | None,
+    catalog: Catalog,
+    rows: np.ndarray,
+    actions: np.ndarray,
+    uplift: np.ndarray,
+    holdout: np.ndarray,
+) -> np.ndarray:
+    """Plain-words reasons for (row, action index) pairs, e.g.
+    "churn risk 0.72, value high, no contact in 14 days: win-back offer (+0.031 purchase probability)"."""
+    parts = _reason_parts(features.reset_index(drop=True), scores, catalog)
+    out = np.empty(len(rows), dtype=object)
+    no_action = catalog.action_ids.index(NO_ACTION)
+    for j, action in enumerate(catalog.actions):
+        sel = np.flatnonzero(actions == j)
+        if not len(sel):
+            continue
+        r = rows[sel]
+        if j == no_action:
+            text = np.where(holdout[r], "in the holdout group: no action", "no eligible action is worth its cost")
+            out[sel] = np.where(
+                holdout[r], text, parts["stage"][r] + ", " + parts["contact"][r] + ": " + text.astype(object)
+            )
+            continue
+        score_name = REASON_SCORE.get(action.outcome)
+        driver = parts[f"score:{score_name}"][r] if score_name else np.full(len(r), "", dtype=object)
+        driver = np.where(driver == "", parts["stage"][r], driver)
+        value_level = np.where(parts["value_known"][r], "value " + parts["level"][r], f"value {action.value:g}")
+        noun = "purchase" if outcome_group(action.outcome) == "purchase" else action.outcome
+        lift = pd.Series(uplift[sel], dtype=float).map("{:+.3f}".format).to_numpy(dtype=object)
+        out[sel] = (
+            driver.astype(object) + ", " + value_level.astype(object) + ", " + parts["contact"][r]
+            + f": {action.name[0].lower()}{action.name[1:]} (" + lift + f" {noun} probability)"
+        )  # fmt: skip
+    return out
+
+
+def decide_columnar(
+    features: pd.DataFrame,
+    scores: pd.DataFrame | None,
+    policy: Policy,
+    k: int = 3,
+    *,
+    max_contacts: int | None = None,
+    budget: float | None = None,
+    with_reasons: bool = True,
+) -> pd.DataFrame:
+    """The decision as a long frame: one row per (customer, rank). See the module docstring."""
+    features = features.reset_index(drop=True)
+    d = decide_arrays(features, scores, policy, k, max_contacts=max_contacts, budget=budget)
+    rows, slot = np.nonzero(d.valid)
+    idx = d.order[rows, slot]
+    ids = np.asarray(policy.catalog.action_ids, dtype=object)
+    inputs = d.inputs
+    p_base = inputs.p_base[rows, idx]
+    out = pd.DataFrame(
+        {
+            "customer_id": features["customer_id"].astype(str).to_numpy()[rows],
+            "rank": slot + 1,
+            "action": ids[idx],
+            "expected_incremental_value": d.eiv[rows, idx],
+            "uplift": inputs.uplift[rows, idx],
+            "p_base": p_base,
+            "value": inputs.value[rows, idx],
+            "cost": inputs.cost[idx],
+            "holdout": d.holdout[rows],
+        }
+    )
+    if with_reasons:
+        aligned = align_scores(features, scores)
+        out["reason"] = reasons(features, aligned, policy.catalog, rows, idx, inputs.uplift[rows, idx], d.holdout)
+    return out
+
+
+def decide(
+    features: pd.DataFrame,
+    scores: pd.DataFrame | None,
+    policy: Policy,
+    k: int = 3,
+) -> list[list[dict[str, Any]]]:
+    """Top-k recommendations per feature row, as ActionRecommendation-shaped dicts (see the module docstring)."""
+    frame = decide_columnar(features, scores, policy, k)
+    answers: list[list[dict[str, Any]]] = [[] for _ in range(len(features))]
+    # The frame lists the feature rows in order, ranks ascending, and every row has rank 1.
+    row_of = (frame["rank"].to_numpy() == 1).cumsum() - 1
+    for row, rec in zip(row_of, frame.to_dict("records"), strict=True):
+        answers[row].append(
+            {
+                "action": rec["action"],
+                "expected_incremental_value": float(rec["expected_incremental_value"]),
+                "uplift": float(rec["uplift"]),
+                "p_base": None if pd.isna(rec["p_base"]) else float(rec["p_base"]),
+                "value": float(rec["value"]),
+                "cost": float(rec["cost"]),
+                "reason": str(rec["reason"]),
+            }
+        )
+    return answers
