@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from models.estimators import encode_frame, learn_categories
+from models.estimators import booster_predict, encode_frame, learn_categories
 
 ARM_FEATURE = "__arm"
 
@@ -255,7 +255,7 @@ class UpliftModel(BaseEstimator):
     # ---------------------------------------------------------------- prediction
 
     def _mu(self, arm: str, enc: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.boosters_["mu:" + arm].predict(enc), dtype=float)
+        return np.asarray(booster_predict(self.boosters_["mu:" + arm], enc), dtype=float)
 
     def predict_outcomes(self, X: pd.DataFrame) -> np.ndarray:
         """(n, 1 + arms): P(outcome | x, arm), column 0 the control; arms in `arms_` order."""

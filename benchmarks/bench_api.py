@@ -1,0 +1,280 @@
+"""Scoring API load test against two references measured in the same run.
+
+    python benchmarks/bench_api.py --home /path/to/trained/workspace [--requests 20000] [--redis redis://127.0.0.1:6379/0]
+
+Without --home it builds one (simulate 5,000 customers, ingest, features, materialize, train
+churn and next_purchase, force champions). Targets, each at concurrency 8 and 32, one customer
+per request with all tasks, actions and reasons:
+
+- journeyml (`journey serve`, SQLite online store; and Redis with --redis),
+- reference A: `mlflow models serve` of the churn model alone,
+- reference B: a minimal FastAPI app calling `Booster.predict` on one model.
+
+Plus 100-customer requests at concurrency 1. Prints median and p99 latency and throughput.
+The load generator (asyncio + httpx) runs on the same 2 cores, so every target pays it alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def journey(home: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    full = {**os.environ, "JOURNEY_HOME": str(home), **(env or {})}
+    out = subprocess.run(
+        [sys.executable, "-m", "core", *args, "--json"], env=full, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_home(home: Path) -> None:
+    sim = journey(home, "simulate", "--customers", "5000", "--days", "365", "--seed", "3", "--out", str(home / "sim"))
+    journey(
+        home, "ingest", str(home / "sim" / "events.parquet"), "--customers", str(home / "sim" / "customers.parquet")
+    )
+    journey(home, "features", "build", "--as-of", sim["end"][:10])
+    journey(home, "features", "materialize")
+    from training.registry import client, registered_name, set_alias
+
+    for task in ("churn", "next_purchase"):
+        result = journey(home, "train", "--task", task)["tasks"][0]
+        if not result["promoted"]:
+            set_alias(
+                client(f"sqlite:///{home.resolve() / 'mlflow.db'}"),
+                registered_name(task),
+                "champion",
+                result["version"],
+            )
+
+
+def start(cmd: list[str], env: dict[str, str], ready_url: str, timeout: float = 180) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:4]} exited with {proc.returncode}")
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"{cmd[:4]} not ready")
+
+
+async def load(url: str, bodies: list[bytes], concurrency: int, headers: dict[str, str]) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(bodies)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for body in queue:
+            t = time.perf_counter()
+            r = await client.post(url, content=body, headers=headers)
+            latencies.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                errors += 1
+
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    lat = np.array(latencies) * 1000
+    return {
+        "rps": len(lat) / wall,
+        "median_ms": float(np.median(lat)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "errors": errors,
+        "n": len(lat),
+    }
+
+
+MINIMAL_APP = textwrap.dedent("""
+    import json, sys
+    import lightgbm as lgb, numpy as np
+    from fastapi import FastAPI, Request
+    booster = lgb.Booster(model_file=sys.argv[1])
+    booster.reset_parameter({"num_threads": 1})
+    width = booster.num_feature()
+    app = FastAPI()
+    @app.get("/health")
+    def health(): return {"ok": True}
+    @app.post("/predict")
+    async def predict(request: Request):
+        body = await request.json()
+        row = np.asarray(body["features"], dtype=np.float64).reshape(1, width)
+        return {"score": float(booster.predict(row)[0])}
+    if __name__ == "__main__":
+        import uvicorn
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--redis", default=None, help="also run journeyml against this Redis")
+    parser.add_argument("--skip-mlflow", action="store_true")
+    args = parser.parse_args()
+    tmp = tempfile.TemporaryDirectory(prefix="journey-bench-api-")
+    home = args.home or Path(tmp.name) / "home"
+    if args.home is None:
+        print("building a trained workspace ...", file=sys.stderr)
+        build_home(home)
+    from training.registry import client, registered_name
+
+    uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    feats = sorted((home / "features" / "customer_journey").glob("*.parquet"))[-1]
+    ids = pd.read_parquet(feats, columns=["customer_id"])["customer_id"].tolist()
+    rng = np.random.default_rng(0)
+    one = [
+        json.dumps({"customer_ids": [ids[i]], "explain": True}).encode()
+        for i in rng.integers(0, len(ids), args.requests)
+    ]
+    hundred = [
+        json.dumps({"customer_ids": list(rng.choice(ids, 100, replace=False)), "explain": True}).encode()
+        for _ in range(300)
+    ]
+    results: list[tuple[str, int, dict[str, float]]] = []
+    env = {**os.environ, "JOURNEY_HOME": str(home), "JOURNEY_API_KEYS": KEY, "JOURNEY_RELOAD_INTERVAL_S": "3600"}
+    hdr = {"X-API-Key": KEY, "content-type": "application/json"}
+
+    def run_journey(label: str, extra: dict[str, str]) -> None:
+        port = free_port()
+        proc = start(
+            [sys.executable, "-m", "core", "serve", "--port", str(port)],
+            {**env, **extra},
+            f"http://127.0.0.1:{port}/health/ready",
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/v1/score"
+            asyncio.run(load(url, one[:200], 8, hdr))  # warm up
+            for c in args.concurrency:
+                results.append((label, c, asyncio.run(load(url, one, c, hdr))))
+            results.append((label + " x100 customers", 1, asyncio.run(load(url, hundred, 1, hdr))))
+        finally:
+            proc.terminate()
+            proc.wait()
+
+    run_journey("journeyml (sqlite)", {})
+    if args.redis:
+        project = f"bench{os.getpid()}"
+        redis_env = {"JOURNEY_REDIS_URL": args.redis, "JOURNEY_FEAST_PROJECT": project}
+        (home / "feast" / "materialized.json").unlink(missing_ok=True)
+        (home / "feast" / "applied.json").unlink(missing_ok=True)
+        journey(home, "features", "materialize", env=redis_env)
+        run_journey("journeyml (redis)", redis_env)
+        (home / "feast" / "applied.json").unlink(missing_ok=True)
+
+    cl = client(uri)
+    mv = cl.get_model_version_by_alias(registered_name("churn"), "champion")
+    import mlflow.artifacts
+
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=mv.source, tracking_uri=uri, dst_path=str(Path(tmp.name) / "model")
+        )
+    )
+    model_file = next(local.rglob("model.lgb"), None) or next(local.rglob("*.txt"))
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_file=str(model_file))
+    names = booster.feature_name()
+    row = [0.0] * booster.num_feature()
+
+    port = free_port()
+    app_file = Path(tmp.name) / "minimal_app.py"
+    app_file.write_text(MINIMAL_APP)
+    proc = start([sys.executable, str(app_file), str(model_file), str(port)], env, f"http://127.0.0.1:{port}/health")
+    try:
+        body = [json.dumps({"features": row}).encode()] * args.requests
+        for c in args.concurrency:
+            results.append(
+                (
+                    "minimal FastAPI + Booster.predict",
+                    c,
+                    asyncio.run(load(f"http://127.0.0.1:{port}/predict", body, c, hdr)),
+                )
+            )
+    finally:
+        proc.terminate()
+        proc.wait()
+
+    if not args.skip_mlflow:
+        port = free_port()
+        menv = {**env, "MLFLOW_TRACKING_URI": uri}
+        proc = start(
+            [
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{registered_name('churn')}@champion",
+                "-p",
+                str(port),
+                "--env-manager",
+                "local",
+            ],
+            menv,
+            f"http://127.0.0.1:{port}/ping",
+        )
+        try:
+            split = json.dumps({"dataframe_split": {"columns": names, "data": [row]}}).encode()
+            n = min(args.requests, 3000)  # ~100 requests/s: keep the reference's run to a few minutes
+            for c in args.concurrency:
+                results.append(
+                    (
+                        "mlflow models serve (churn only)",
+                        c,
+                        asyncio.run(load(f"http://127.0.0.1:{port}/invocations", [split] * n, c, hdr)),
+                    )
+                )
+        finally:
+            proc.terminate()
+            proc.wait()
+
+    print(f"\n{'target':<40}{'conc':>5}{'n':>7}{'req/s':>9}{'median ms':>11}{'p99 ms':>9}{'errors':>8}")
+    for label, c, r in results:
+        print(f"{label:<40}{c:>5}{r['n']:>7}{r['rps']:>9.0f}{r['median_ms']:>11.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
+    by = {(label, c): r for label, c, r in results}
+    for c in args.concurrency:
+        ours, minimal = by.get(("journeyml (sqlite)", c)), by.get(("minimal FastAPI + Booster.predict", c))
+        mlf = by.get(("mlflow models serve (churn only)", c))
+        if ours and minimal:
+            print(f"c={c}: journeyml p99 / minimal p99 = {ours['p99_ms'] / minimal['p99_ms']:.1f}x", end="")
+        if ours and mlf:
+            print(f"; journeyml req/s / mlflow serve req/s = {ours['rps'] / mlf['rps']:.1f}x", end="")
+        print()
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
