@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole story on the embedded default (DuckDB, SQLite, local files; no other service):
 # install, simulate a business, ingest, build features, materialize, train, score, report.
-# Options (environment): DEMO_CUSTOMERS (default 20000), DEMO_DAYS (365), DEMO_SEED (7),
+# Options (environment): DEMO_CUSTOMERS (default 10000), DEMO_DAYS (540), DEMO_SEED (7),
 # DEMO_REAL=1 to import the UCI Online Retail data from ../shared/data instead of simulating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JOURNEY_HOME="${JOURNEY_HOME:-$PWD/.journey}"
-CUSTOMERS="${DEMO_CUSTOMERS:-20000}"
-DAYS="${DEMO_DAYS:-365}"
+CUSTOMERS="${DEMO_CUSTOMERS:-10000}"
+DAYS="${DEMO_DAYS:-540}"
 SEED="${DEMO_SEED:-7}"
 python -m pip install -q -e ".[dev]"
 step() { printf '\n== %s\n' "$*" >&2; }
