@@ -120,7 +120,6 @@ MINIMAL_APP = textwrap.dedent("""
     import lightgbm as lgb, numpy as np
     from fastapi import FastAPI, Request
     booster = lgb.Booster(model_file=sys.argv[1])
-    booster.reset_parameter({"num_threads": 1})
     width = booster.num_feature()
     app = FastAPI()
     @app.get("/health")
@@ -129,7 +128,7 @@ MINIMAL_APP = textwrap.dedent("""
     async def predict(request: Request):
         body = await request.json()
         row = np.asarray(body["features"], dtype=np.float64).reshape(1, width)
-        return {"score": float(booster.predict(row)[0])}
+        return {"score": float(booster.predict(row, num_threads=1)[0])}
     if __name__ == "__main__":
         import uvicorn
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
@@ -161,7 +160,7 @@ def main() -> None:
     ]
     hundred = [
         json.dumps({"customer_ids": list(rng.choice(ids, 100, replace=False)), "explain": True}).encode()
-        for _ in range(300)
+        for _ in range(100)
     ]
     results: list[tuple[str, int, dict[str, float]]] = []
     env = {**os.environ, "JOURNEY_HOME": str(home), "JOURNEY_API_KEYS": KEY, "JOURNEY_RELOAD_INTERVAL_S": "3600"}
@@ -179,7 +178,9 @@ def main() -> None:
             asyncio.run(load(url, one[:200], 8, hdr))  # warm up
             for c in args.concurrency:
                 results.append((label, c, asyncio.run(load(url, one, c, hdr))))
+                print(label, c, results[-1][2], file=sys.stderr, flush=True)
             results.append((label + " x100 customers", 1, asyncio.run(load(url, hundred, 1, hdr))))
+            print(label, "x100", results[-1][2], file=sys.stderr, flush=True)
         finally:
             proc.terminate()
             proc.wait()
