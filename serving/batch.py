@@ -114,6 +114,10 @@ def default_destination(settings: Settings, cutoff: pd.Timestamp) -> str:
 
 
 class Sink(Protocol):
+    """Where the rows go: checked before scoring, opened with the schema, written chunk by chunk, then
+    committed whole or aborted (nothing visible)."""
+
+    def check(self) -> None: ...
     def open(self, schema: pa.Schema, run_id: str) -> None: ...
     def write(self, table: pa.Table) -> None: ...
     def commit(self) -> None: ...
@@ -304,9 +308,9 @@ class PostgresSink:
             self.conn.close()
 
 
-def open_sink(dest: Destination) -> FileSink | PostgresSink:
+def open_sink(dest: Destination) -> Sink:
     """A sink for the destination, checked (writable folder, reachable database) before any scoring."""
-    sink: FileSink | PostgresSink = PostgresSink(dest) if dest.kind == "postgres" else FileSink(dest)
+    sink: Sink = PostgresSink(dest) if dest.kind == "postgres" else FileSink(dest)
     sink.check()
     return sink
 

@@ -13,7 +13,8 @@ for missing. Counting is streaming, so the scored population is never held in me
 
 with shares floored at `EPSILON` so an empty bin does not make it infinite. Below 0.1 the
 population is stable, 0.1 to 0.25 is a warning, 0.25 and above an alert (the usual credit-risk
-reading of PSI). `baseline_table` picks the training population: the feature table at a
+reading of PSI); with fewer than `MIN_ROWS` scored rows the values are reported but not judged.
+`baseline_table` picks the training population: the feature table at a
 champion's test cutoff when one was built, else the earliest feature table.
 """
 
@@ -32,6 +33,7 @@ ALERT = 0.25
 EPSILON = 1e-4
 BINS = 10
 MAX_LEVELS = 30
+MIN_ROWS = 500  # below this many scored rows, bin shares are noise: PSI is reported but not judged
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = EPSILON) -> float:
@@ -154,13 +156,17 @@ class DriftMonitor:
             return dict(sorted(finite.items(), key=lambda kv: (-kv[1], kv[0])))
 
         both = {**{f"feature:{k}": v for k, v in feats.items()}, **{f"score:{k}": v for k, v in scores.items()}}
+        rows = int(max((c.actual.sum() for c in [*self.features.values(), *self.scores.values()]), default=0))
+        judged = rows >= MIN_ROWS
         return {
             "baseline": self.baseline,
-            "thresholds": {"warn": WARN, "alert": ALERT},
+            "thresholds": {"warn": WARN, "alert": ALERT, "min_rows": MIN_ROWS},
+            "rows": rows,
+            "judged": judged,
             "features": ranked(feats),
             "scores": ranked(scores),
-            "warn": sorted(k for k, v in both.items() if status(v) == "warn"),
-            "alert": sorted(k for k, v in both.items() if status(v) == "alert"),
+            "warn": sorted(k for k, v in both.items() if judged and status(v) == "warn"),
+            "alert": sorted(k for k, v in both.items() if judged and status(v) == "alert"),
             "max_psi": round(max((v for v in both.values() if np.isfinite(v)), default=0.0), 6),
         }
 
@@ -182,6 +188,11 @@ def baseline_table(
     return None, "no feature table"
 
 
+def _names(names: Sequence[str], top: int = 12) -> str:
+    shown = ", ".join(names[:top])
+    return shown + (f" and {len(names) - top} more" if len(names) > top else "")
+
+
 def human(report: Mapping[str, Any], top: int = 10) -> str:
     """A few readable lines: the worst PSIs and the warnings naming drifting features and scores."""
     lines = [f"drift against {report.get('baseline', {}).get('table', '?')} (PSI; warn >= {WARN}, alert >= {ALERT})"]
@@ -189,10 +200,13 @@ def human(report: Mapping[str, Any], top: int = 10) -> str:
         items = list(report.get(kind, {}).items())[:top]
         if items:
             lines.append(f"  {kind}: " + ", ".join(f"{k} {v:.3f}" for k, v in items))
+    if not report.get("judged", True):
+        lines.append(f"  {report.get('rows', 0)} rows scored: too few to judge drift (needs {MIN_ROWS})")
+        return "\n".join(lines)
     if report.get("alert"):
-        lines.append("[red]alert[/red]: population shifted for " + ", ".join(report["alert"]))
+        lines.append("[red]alert[/red]: population shifted for " + _names(report["alert"]))
     if report.get("warn"):
-        lines.append("[yellow]warning[/yellow]: drifting " + ", ".join(report["warn"]))
+        lines.append("[yellow]warning[/yellow]: drifting " + _names(report["warn"]))
     if not report.get("alert") and not report.get("warn"):
         lines.append("  no feature or score drifted past the warning threshold")
     return "\n".join(lines)

@@ -76,7 +76,11 @@ def test_categorical_drift_counts_other_and_missing() -> None:
     monitor.update(pd.DataFrame({"c": ["a"] * 20 + ["z"] * 40 + [None] * 40}), {})
     col = monitor.features["c"]
     assert col.expected.tolist() == [50, 50, 0, 0] and col.actual.tolist() == [20, 0, 40, 40]
-    assert monitor.report()["alert"] == ["feature:c"]
+    small = monitor.report()
+    assert small["features"]["c"] > ALERT and not small["judged"] and small["alert"] == [], "100 rows: not judged"
+    for _ in range(5):
+        monitor.update(pd.DataFrame({"c": ["a"] * 20 + ["z"] * 40 + [None] * 40}), {})
+    assert monitor.report()["judged"] and monitor.report()["alert"] == ["feature:c"]
 
 
 # ------------------------------------------------------------------------------ destinations (pure)
