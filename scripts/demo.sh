@@ -29,23 +29,15 @@ journey features build --as-of "$END" --json
 step "materialize the online store"
 journey features materialize --json
 
-if journey --help 2>/dev/null | grep -q " train "; then
-  step "train every task with its baselines, promote champions"
-  journey train --task all --json
-  journey models list
-fi
-if journey --help 2>/dev/null | grep -q " nba "; then
-  step "train the next-best-action policy"
-  journey nba train --json
-fi
-if journey --help 2>/dev/null | grep -q " score "; then
-  step "batch-score everyone"
-  journey score --as-of "$END" --out "$JOURNEY_HOME/scores/scores.parquet" --json
-fi
-if journey --help 2>/dev/null | grep -q " report "; then
-  step "journey report"
-  journey report --as-of "$END" --out "$JOURNEY_HOME/report.html" --json
-fi
+step "train every task with its baselines, promote champions"
+journey train --task all --json
+journey models list
+step "train the next-best-action policy"
+journey nba train --json
+step "batch-score everyone"
+journey score --as-of "$END" --out "$JOURNEY_HOME/scores/scores.parquet" --json
+step "journey report"
+journey report --as-of "$END" --out "$JOURNEY_HOME/report.html" --json
 
 cat >&2 <<TXT
 

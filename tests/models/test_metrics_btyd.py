@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from models.btyd import BetaGeoModel, summary_from_purchases
 from models.metrics import (
+    calibration_noise,
     classification_metrics,
     concordance_index,
     expected_calibration_error,
@@ -21,6 +22,18 @@ def test_ece_known_values() -> None:
     # two bins: p=0.1 observed 0.0 (2 rows), p=0.9 observed 1.0 (2 rows) -> |0.1| and |0.1| -> 0.1
     assert expected_calibration_error([0, 0, 1, 1], [0.1, 0.1, 0.9, 0.9]) == pytest.approx(0.1)
     assert expected_calibration_error([0, 1, 0, 1], [0.5] * 4) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("n", [500, 3000, 50_000])
+def test_calibration_noise_is_the_ece_of_a_perfectly_calibrated_model(n: int) -> None:
+    rng = np.random.default_rng(n)
+    p = rng.beta(2, 3, n)
+    observed = [expected_calibration_error(rng.random(n) < p, p) for _ in range(200)]
+    floor = calibration_noise(p)
+    assert np.mean(observed) == pytest.approx(floor, rel=0.15)
+    assert calibration_noise(p[: n // 10]) > floor, "less data, more noise"
+    miscalibrated = np.clip(p + 0.1, 0, 1)  # off by 0.1 (less where clipped): stands out of the noise
+    assert expected_calibration_error(rng.random(n) < p, miscalibrated) > floor + 0.02
 
 
 def test_lift_and_lift_quality_bounds() -> None:

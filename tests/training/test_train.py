@@ -113,5 +113,8 @@ def test_gate_rules() -> None:
     assert not decide({"auc": 0.79, "ece": 0.01}, base, None, gate).promote  # loses to a baseline
     assert not decide({"auc": 0.851, "ece": 0.01}, base, {"auc": 0.85}, gate).promote  # within the margin
     assert decide({"auc": 0.86, "ece": 0.01}, base, {"auc": 0.85}, gate).promote
+    small = decide({"auc": 0.85, "ece": 0.035, "ece_noise": 0.02}, base, None, gate)  # within the noise of a small test
+    assert small.promote and any("sampling noise" in r for r in small.reasons)
+    assert not decide({"auc": 0.85, "ece": 0.05, "ece_noise": 0.02}, base, None, gate).promote
     note = decide({"auc": 0.86, "ece": 0.01}, base, None, gate, champion_note="trained on another spec")
     assert note.promote and "trained on another spec" in note.reasons
