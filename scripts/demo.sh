@@ -2,6 +2,7 @@
 # The whole story on the embedded default (DuckDB, SQLite, local files; no other service):
 # install, simulate a business, ingest, build features, materialize, train, score, report.
 # Options (environment): DEMO_CUSTOMERS (default 10000), DEMO_DAYS (540), DEMO_SEED (7),
+# DEMO_START (default: DEMO_DAYS before today, so the simulated business is live and the API's scores are current),
 # DEMO_REAL=1 to import the UCI Online Retail data from ../shared/data instead of simulating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ export JOURNEY_HOME="${JOURNEY_HOME:-$PWD/.journey}"
 CUSTOMERS="${DEMO_CUSTOMERS:-10000}"
 DAYS="${DEMO_DAYS:-540}"
 SEED="${DEMO_SEED:-7}"
+START="${DEMO_START:-$(python -c "import datetime as d, sys; print(d.date.today() - d.timedelta(days=int(sys.argv[1])))" "$DAYS")}"
 python -m pip install -q -e ".[dev]"
 step() { printf '\n== %s\n' "$*" >&2; }
 
@@ -18,7 +20,7 @@ if [ "${DEMO_REAL:-0}" = "1" ]; then
   END="2011-12-09"
 else
   step "simulate $CUSTOMERS customers over $DAYS days"
-  journey simulate --customers "$CUSTOMERS" --days "$DAYS" --seed "$SEED" --out "$JOURNEY_HOME/sim" --json
+  journey simulate --customers "$CUSTOMERS" --days "$DAYS" --seed "$SEED" --start "$START" --out "$JOURNEY_HOME/sim" --json
   step "ingest"
   journey ingest "$JOURNEY_HOME/sim/events.parquet" --customers "$JOURNEY_HOME/sim/customers.parquet" --json
   END=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['end'][:10])" "$JOURNEY_HOME/sim/meta.json")

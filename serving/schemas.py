@@ -22,47 +22,56 @@ class Closed(BaseModel):
 
 
 class ScoreRequest(Closed):
-    customer_ids: list[CustomerId] = Field(min_length=1, max_length=MAX_IDS)
-    tasks: list[Task] | None = Field(default=None, max_length=4)
-    explain: bool = False
-    actions: bool = True
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=MAX_IDS, description="Customers to score.")
+    tasks: list[Task] | None = Field(default=None, max_length=4, description="Tasks to score; omitted: every champion.")
+    explain: bool = Field(default=False, description="Add the top reason codes per task.")
+    actions: bool = Field(default=True, description="Add the ranked next-best actions.")
 
 
 class Reason(Closed):
-    feature: str
-    text: str
-    contribution: float
+    """A reason code: a feature, what it says in plain words, and its signed contribution to the score."""
+
+    feature: str = Field(description="Feature name (docs/features.md).")
+    text: str = Field(description='Plain words, e.g. "no purchase in 74 days".')
+    contribution: float = Field(description="Signed contribution to the raw score (log-odds for probabilities).")
 
 
 class ActionRecommendation(Closed):
-    action: str
-    expected_incremental_value: float
-    uplift: float | None = None
-    p_base: float | None = None
-    value: float | None = None
-    cost: float | None = None
-    reason: str
+    """A next-best action, ranked by expected incremental value (docs/actions.md)."""
+
+    action: str = Field(description="Action id from the catalog.")
+    expected_incremental_value: float = Field(description="(P(outcome|action) - P(outcome|no action)) x value - cost.")
+    uplift: float | None = Field(default=None, description="Estimated P(outcome | action) - P(outcome | no action).")
+    p_base: float | None = Field(default=None, description="Estimated P(outcome | no action).")
+    value: float | None = Field(default=None, description="Value of the targeted outcome.")
+    cost: float | None = Field(default=None, description="Cost of one contact.")
+    reason: str = Field(description="Why, in plain words.")
 
 
 class TaskScore(Closed):
-    score: float | None = None
-    percentile: float | None = None
-    horizons: dict[str, float] | None = None
-    expected_days: float | None = None
-    model_version: str | None = None
-    reasons: list[Reason] | None = None
-    eligible: bool = True
+    """One task's answer for one customer."""
+
+    score: float | None = Field(
+        default=None, description="Calibrated probability (churn, next_purchase at the main horizon, conversion) "
+        "or predicted value (clv)."
+    )  # fmt: skip
+    percentile: float | None = Field(default=None, description="Percentile of the score in the scored population.")
+    horizons: dict[str, float] | None = Field(default=None, description='Probability per horizon, e.g. {"7d": 0.1}.')
+    expected_days: float | None = Field(default=None, description="Expected days to the next purchase.")
+    model_version: str | None = Field(default=None, description="Registered model version that answered.")
+    reasons: list[Reason] | None = Field(default=None, description="Top reasons (with explain).")
+    eligible: bool = Field(default=True, description="False when the task does not apply (e.g. conversion for buyers).")
 
 
 class CustomerScore(Closed):
     customer_id: str
-    stage: str | None
-    cold_start: bool
-    feature_time: datetime | None
-    degraded: bool = False
-    holdout: bool = False
-    scores: dict[str, TaskScore]
-    actions: list[ActionRecommendation]
+    stage: str | None = Field(description="Journey stage (docs/features.md, journey_stage).")
+    cold_start: bool = Field(description="True when the customer has too little history: population-level scores.")
+    feature_time: datetime | None = Field(description="When the customer's features were last computed.")
+    degraded: bool = Field(default=False, description="Fallback features were used (online store unreachable).")
+    holdout: bool = Field(default=False, description="In the global holdout group: no actions, by design.")
+    scores: dict[str, TaskScore] = Field(description="Per task.")
+    actions: list[ActionRecommendation] = Field(description="Ranked next-best actions (empty for the holdout).")
 
 
 class ScoreResponse(Closed):
@@ -73,19 +82,23 @@ class ScoreResponse(Closed):
 
 
 class EventIn(Closed):
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    """One event in the event contract (docs/contract.md)."""
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, description="Idempotency key; omitted: derived from the event's content."
+    )
     customer_id: CustomerId
-    event_time: datetime
-    event_type: Annotated[str, StringConstraints(max_length=64)]
-    channel: Annotated[str, StringConstraints(max_length=32)] = "other"
+    event_time: datetime = Field(description="ISO 8601 with a time zone (naive times are read as UTC).")
+    event_type: Annotated[str, StringConstraints(max_length=64)] = Field(description="One of the contract's types.")
+    channel: Annotated[str, StringConstraints(max_length=32)] = Field(default="other", description="Contract channel.")
     session_id: Annotated[str, StringConstraints(max_length=256)] | None = None
-    value: float | None = None
-    properties: dict[str, Any] | None = None
+    value: float | None = Field(default=None, description="Amount for purchases and refunds; score for NPS.")
+    properties: dict[str, Any] | None = Field(default=None, description="Free-form attributes, stored as JSON.")
 
 
 class EventsRequest(Closed):
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
-    partial: bool = False
+    partial: bool = Field(default=False, description="Apply the valid events and report the rest, instead of 422.")
 
 
 class ItemError(Closed):

@@ -49,7 +49,11 @@ def use_experiment(name: str, artifact_root: str | None) -> str:
         if artifact_root:
             remote = "://" in artifact_root
             location = f"{artifact_root}/{name}" if remote else (Path(artifact_root) / name).resolve().as_uri()
-        exp_id = mlflow.create_experiment(name, artifact_location=location)
+        # Tagged as model training, so the MLflow 3 UI opens on the runs table and model
+        # comparison rather than the GenAI (traces) overview.
+        exp_id = mlflow.create_experiment(
+            name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
+        )
     else:
         exp_id = existing.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
