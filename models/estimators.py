@@ -21,14 +21,19 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from models.calibration import Calibrator
+from models.columns import FeatureColumns, encode_matrix
 
-SMALL_BATCH = 512
+SMALL_BATCH = 4096  # rows of plain prediction below which one thread is faster than starting a team
+SMALL_CONTRIB = 8  # rows of pred_contrib (TreeSHAP: ~0.3-1 ms a row here) below which the same holds
 
 
 def booster_predict(booster: Any, X: Any, **kwargs: Any) -> Any:
     """Booster.predict, single-threaded for small inputs: for one API customer, starting the
-    OpenMP team cost more than the trees (7 ms vs 0.3 ms per call on 2 cores)."""
-    if len(X) <= SMALL_BATCH:
+    OpenMP team cost more than the trees (7 ms vs 0.3 ms per call on 2 cores). A few thousand
+    rows of plain prediction take well under a millisecond, while pred_contrib costs hundreds of
+    microseconds per row, so its threshold is much lower."""
+    limit = SMALL_CONTRIB if kwargs.get("pred_contrib") else SMALL_BATCH
+    if len(X) <= limit:
         kwargs["num_threads"] = 1
     return booster.predict(X, **kwargs)
 
@@ -131,6 +136,20 @@ class _GBMBase(BaseEstimator):
     def _encode(self, X: pd.DataFrame) -> pd.DataFrame:
         return encode_frame(X, self.feature_names_, self.categories_)
 
+    # -- the array path (serving): float32 matrices in training column order, no frames ----------
+    def encode_columns(self, cols: FeatureColumns, extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """`_encode` on cached arrays: the float32 matrix the booster is given."""
+        return encode_matrix(cols, self.feature_names_, self.categories_, extra or {})
+
+    def raw_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(booster_predict(self.booster_, matrix, num_iteration=self.best_iteration_), dtype=float)
+
+    def contributions_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """pred_contrib of an encoded matrix: (n, features + 1), the last column is the bias."""
+        return np.asarray(
+            booster_predict(self.booster_, matrix, pred_contrib=True, num_iteration=self.best_iteration_), dtype=float
+        )
+
     def _train(
         self,
         X: pd.DataFrame,
@@ -194,6 +213,10 @@ class GBMClassifier(_GBMBase, ClassifierMixin):
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         p = self.calibrator_.transform(self.raw_proba(X))
         return np.column_stack([1 - p, p])
+
+    def proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Calibrated P(y = 1) of an encoded matrix (`predict_proba(X)[:, 1]` on arrays)."""
+        return self.calibrator_.transform(self.raw_matrix(matrix))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
@@ -340,39 +363,61 @@ class DiscreteHazardModel(_GBMBase):
             self.calibrators_[int(h)] = cal
         return self
 
+    @staticmethod
+    def with_periods(matrix: np.ndarray, periods: Sequence[int]) -> np.ndarray:
+        """(len(periods) * n, features + 1) float32: the encoded rows once per period, period-major,
+        with the period as the last column (as in `person_period`)."""
+        n, width = matrix.shape
+        out = np.empty((len(periods) * n, width + 1), dtype=np.float32)
+        for i, k in enumerate(periods):
+            out[i * n : (i + 1) * n, :width] = matrix
+            out[i * n : (i + 1) * n, width] = np.float32(k)
+        return out
+
+    def hazards_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """(n_rows, n_bins) conditional probability of the event in each period, from an encoded
+        matrix: every period stacked into one predict call (one call, not one per period)."""
+        n, bins = len(matrix), len(self.bins_days)
+        stacked = self.with_periods(matrix, range(bins))
+        flat = np.asarray(booster_predict(self.booster_, stacked, num_iteration=self.best_iteration_), dtype=float)
+        return flat.reshape(bins, n).T
+
     def hazards(self, X: pd.DataFrame) -> np.ndarray:
         """(n_rows, n_bins) conditional probability of the event in each period."""
-        enc = self._encode(X)
-        out = np.empty((len(X), len(self.bins_days)))
-        for k in range(len(self.bins_days)):
-            rows = enc.copy()
-            rows["period"] = np.float32(k)
-            out[:, k] = booster_predict(self.booster_, rows, num_iteration=self.best_iteration_)
-        return out
+        return self.hazards_matrix(self._encode(X).to_numpy(dtype=np.float32))
 
     def _encode_with_period(self, X: pd.DataFrame, period: int) -> pd.DataFrame:
         rows = self._encode(X)
         rows["period"] = np.float32(period)
         return rows
 
-    def raw_horizons(self, X: pd.DataFrame) -> pd.DataFrame:
-        haz = self.hazards(X)
+    def _horizons_from_hazards(self, haz: np.ndarray) -> dict[str, np.ndarray]:
         surv = np.cumprod(1 - haz, axis=1)
         bins = list(self.bins_days)
         out = {f"p_{h}d": 1 - surv[:, bins.index(h)] for h in self.horizons}
         widths = np.diff([0, *bins])
-        start = np.column_stack([np.ones(len(X)), surv[:, :-1]])
+        start = np.column_stack([np.ones(len(haz)), surv[:, :-1]])
         out["expected_days"] = ((start + surv) / 2 * widths).sum(axis=1)
-        return pd.DataFrame(out, index=X.index)
+        return out
 
-    def predict_horizons(self, X: pd.DataFrame) -> pd.DataFrame:
-        raw = self.raw_horizons(X)
-        out = raw.copy()
-        running = np.zeros(len(X))
+    def _calibrate_horizons(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = dict(raw)
+        running = np.zeros(len(raw["expected_days"]))
         for h in sorted(self.horizons):
-            running = np.maximum(running, self.calibrators_[int(h)].transform(raw[f"p_{h}d"].to_numpy()))
+            running = np.maximum(running, self.calibrators_[int(h)].transform(raw[f"p_{h}d"]))
             out[f"p_{h}d"] = running
         return out
+
+    def raw_horizons(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self._horizons_from_hazards(self.hazards(X)), index=X.index)
+
+    def predict_horizons(self, X: pd.DataFrame) -> pd.DataFrame:
+        raw = self._horizons_from_hazards(self.hazards(X))
+        return pd.DataFrame(self._calibrate_horizons(raw), index=X.index)
+
+    def horizons_matrix(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        """`predict_horizons` on an encoded matrix: calibrated p_<h>d per horizon and expected_days."""
+        return self._calibrate_horizons(self._horizons_from_hazards(self.hazards_matrix(matrix)))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Expected days to the event (restricted to the last bin)."""
@@ -398,3 +443,12 @@ class DiscreteHazardModel(_GBMBase):
             total = c if total is None else total + c
         frame = pd.DataFrame(total, columns=[*self.feature_names_, "period", "bias"], index=X.index)
         return frame.drop(columns="period")
+
+    def contributions_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """pred_contrib of the reference period for an encoded matrix: (n, features + 1), bias last
+        (the period's own column dropped, as `contributions` does)."""
+        stacked = self.with_periods(matrix, [self.reference_period()])
+        c = np.asarray(
+            booster_predict(self.booster_, stacked, pred_contrib=True, num_iteration=self.best_iteration_), dtype=float
+        )
+        return np.delete(c, -2, axis=1)

@@ -11,6 +11,7 @@ its native flavour.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -20,7 +21,8 @@ from sklearn.base import BaseEstimator
 
 from models.btyd import BetaGeoModel
 from models.calibration import Calibrator
-from models.cold_start import ColdStartPrior
+from models.cold_start import MISSING, ColdStartPrior
+from models.columns import FeatureColumns
 from models.estimators import DiscreteHazardModel, GBMClassifier, GBMRegressor, _GBMBase
 
 BTYD_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T")
@@ -39,12 +41,30 @@ def btyd_summary(X: pd.DataFrame, inputs: Mapping[str, str]) -> pd.DataFrame:
             return np.full(len(X), np.nan)
         return pd.to_numeric(X[name], errors="coerce").to_numpy(float)
 
-    n, first, last = col("purchases"), col("days_since_first_purchase"), col("days_since_last_purchase")
+    frequency, recency, T = summary_arrays(
+        col("purchases"), col("days_since_first_purchase"), col("days_since_last_purchase")
+    )
+    return pd.DataFrame({"frequency": frequency, "recency": recency, "T": T}, index=X.index)
+
+
+def summary_arrays(n: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frequency, recency, T) from purchase counts and days since the first and last purchase."""
     has = (n >= 1) & np.isfinite(first) & np.isfinite(last)
     T = np.where(has, first, np.nan)
     recency = np.where(has, np.clip(first - last, 0, None), np.nan)
     frequency = np.where(has, np.maximum(n - 1, 0), np.nan)
-    return pd.DataFrame({"frequency": frequency, "recency": recency, "T": T}, index=X.index)
+    return frequency, recency, T
+
+
+@dataclass
+class PartScores:
+    """What the array path computes for one JourneyModel: outputs (cold-start fallback applied),
+    the cold flag, and the encoded matrix and derived columns the reasons are read from."""
+
+    outputs: dict[str, np.ndarray]
+    cold: np.ndarray
+    matrix: np.ndarray
+    derived: dict[str, np.ndarray]
 
 
 def output_names(task: str, kind: str, horizon_days: int, horizons: Sequence[int]) -> list[str]:
@@ -207,6 +227,110 @@ class JourneyModel(BaseEstimator):
         """SHAP values (LightGBM pred_contrib) of the primary output, in raw score units
         (log-odds for probabilities, log-value for amounts), plus `bias`."""
         return self.estimator_.contributions(self.augment(X))
+
+    # -- the array path (serving and batch scoring) ------------------------------------------
+    # The same numbers as augment / raw_outputs / predict_frame / contributions above, computed
+    # on cached numpy columns: one encoded matrix per model, one predict call per booster.
+    def derived_columns(self, cols: FeatureColumns) -> dict[str, np.ndarray]:
+        """The BG/NBD columns `augment` adds, as arrays (empty without a fitted BG/NBD model)."""
+        btyd = getattr(self, "btyd_", None)
+        if not self.btyd_inputs or btyd is None:
+            return {}
+        inputs = self.btyd_inputs
+        frequency, recency, T = summary_arrays(
+            cols.numeric(inputs["purchases"]),
+            cols.numeric(inputs["days_since_first_purchase"]),
+            cols.numeric(inputs["days_since_last_purchase"]),
+        )
+        summary = np.column_stack([frequency, recency, T])
+        return {
+            "btyd_frequency": frequency,
+            "btyd_recency": recency,
+            "btyd_T": T,
+            "btyd_p_alive": btyd.p_alive(summary),
+            "btyd_expected_purchases": btyd.expected_purchases(summary, self.horizon_days),
+            "btyd_p_purchase": btyd.p_purchase(summary, self.horizon_days),
+        }
+
+    def is_cold_columns(self, cols: FeatureColumns) -> np.ndarray:
+        """`is_cold` on cached columns."""
+        prior = self.cold_start_
+        cold = np.zeros(cols.n, dtype=bool)
+        if prior.count_column:
+            if prior.count_column in cols.columns:
+                count = cols.numeric(prior.count_column)
+                with np.errstate(invalid="ignore"):
+                    cold |= np.isnan(count) | (count < prior.min_events)
+            else:
+                cold |= True
+        base = [f for f in self.model_features_ if not f.startswith("btyd_")]
+        if base:
+            present = [c for c in base if c in cols.columns]
+            if present:
+                all_missing = np.ones(cols.n, dtype=bool)
+                for c in present:
+                    all_missing &= cols.missing(c)
+                    if not all_missing.any():
+                        break
+                cold |= all_missing
+            else:
+                cold |= True
+        return cold
+
+    def prior_rows(self, cols: FeatureColumns, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The cold-start prior of each output for `rows` (ColdStartPrior.predict on arrays)."""
+        prior = self.cold_start_
+        segments = [c for c in prior.segment_columns_ if c in cols.columns]
+        keys = []
+        for i in rows:
+            parts = []
+            for c in segments:
+                v = cols.objects(c)[i]
+                parts.append(MISSING if v is None or v is pd.NA or v != v else str(v))
+            keys.append("|".join(parts) if parts else MISSING)
+        out = {}
+        for col, table in prior.priors_.items():
+            values = [table.get(k) for k in keys]
+            out[col] = np.array(
+                [prior.overall_[col] if v is None or v != v else v for v in values], dtype=float
+            )  # fmt: skip
+        return out
+
+    def score_columns(self, cols: FeatureColumns) -> PartScores:
+        """`predict_frame` on cached columns, keeping the encoded matrix for `contributions_rows`."""
+        derived = self.derived_columns(cols)
+        est = self.estimator_
+        matrix = est.encode_columns(cols, derived)
+        names = self.outputs
+        if isinstance(est, GBMClassifier):
+            outputs = {names[0]: est.proba_matrix(matrix)}
+        elif isinstance(est, DiscreteHazardModel):
+            pred = est.horizons_matrix(matrix)
+            keys = [f"p_{h}d" for h in sorted(est.horizons)] + ["expected_days"]
+            outputs = {n: pred[k] for n, k in zip(names, keys, strict=True)}
+        else:
+            outputs = {names[0]: est.raw_matrix(matrix)}
+        cold = self.is_cold_columns(cols)
+        if cold.any():
+            rows = np.flatnonzero(cold)
+            prior = self.prior_rows(cols, rows)
+            for name in outputs:
+                outputs[name] = outputs[name].copy()
+                outputs[name][rows] = prior[name]
+        return PartScores(outputs=outputs, cold=cold, matrix=matrix, derived=derived)
+
+    def contributions_rows(self, scored: PartScores, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(contributions of the primary output for `rows` without the bias column, feature names),
+        the values `contributions` gives."""
+        est = self.estimator_
+        contrib = est.contributions_matrix(scored.matrix[rows])
+        return contrib[:, :-1], list(est.feature_names_)
+
+    def feature_value(self, cols: FeatureColumns, scored: PartScores, name: str, row: int) -> Any:
+        """The value the model saw for one feature of one row (`feature_values` cell; None if absent)."""
+        if name in scored.derived:
+            return float(scored.derived[name][row])
+        return cols.value(name, row)
 
     def feature_values(self, X: pd.DataFrame) -> pd.DataFrame:
         """The values the model saw (input features plus BG/NBD columns)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -162,6 +162,41 @@ def definitions_describer(definitions: Mapping[str, Any] | None = None) -> Descr
         return _by_name(name, value)
 
     return describe
+
+
+def _reason(name: str, c: float, value: Any, describe: Describe) -> dict[str, Any]:
+    return {
+        "feature": name,
+        "value": None if value is None or (isinstance(value, float) and math.isnan(value)) else value,
+        "contribution": round(c, 4),
+        "direction": "raises" if c > 0 else "lowers",
+        "text": describe(name, value),
+    }
+
+
+def top_reasons_matrix(
+    contributions: np.ndarray,
+    names: Sequence[str],
+    value_of: Callable[[int, str], Any],
+    describe: Describe,
+    top_k: int = 3,
+) -> list[list[dict[str, Any]]]:
+    """`top_reasons` on a contribution matrix (rows x features, no bias column): the ranking is one
+    argsort over the matrix and only the top_k cells of each row are looked up (`value_of(row, name)`)
+    and put in words."""
+    mat = np.asarray(contributions, dtype=float)
+    order = np.argsort(-np.abs(mat), axis=1)[:, :top_k]
+    picked = np.take_along_axis(mat, order, axis=1)
+    out: list[list[dict[str, Any]]] = []
+    for i in range(len(mat)):
+        row = []
+        for j, c in zip(order[i].tolist(), picked[i].tolist(), strict=True):
+            if c == 0.0:
+                continue
+            name = str(names[j])
+            row.append(_reason(name, c, value_of(i, name), describe))
+        out.append(row)
+    return out
 
 
 def top_reasons(

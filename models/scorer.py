@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from models.reasons import Describe, definitions_describer, top_reasons
+from models.columns import FeatureColumns
+from models.journey_model import PartScores
+from models.reasons import Describe, definitions_describer, top_reasons_matrix
 from models.task_model import TaskModel
 
 KEYS = ("customer_id", "cutoff")
@@ -55,40 +58,55 @@ class Scorer:
     def score(self, features: pd.DataFrame, tasks: Iterable[str] | None = None, reasons: bool = True) -> pd.DataFrame:
         """Scores with reasons for every row of `features` (customers with no features: all-missing
         rows, which get the cold-start fallback)."""
+        return pd.DataFrame(self.score_columns(features, tasks, reasons))
+
+    def score_columns(
+        self, features: pd.DataFrame, tasks: Iterable[str] | None = None, reasons: bool = True
+    ) -> dict[str, Any]:
+        """`score` as a dict of columns (numpy arrays; lists for reasons), without building a frame.
+
+        The array path: the frame's columns are read once (FeatureColumns), each model encodes one
+        float32 matrix and asks its booster once (a hazard model stacks its periods), and
+        pred_contrib runs only for the warm rows of the tasks whose reasons are asked for."""
         frame = features.reset_index(drop=True)
-        out = frame[[c for c in KEYS if c in frame.columns]].copy()
         chosen = list(tasks) if tasks is not None else self.tasks
         unknown = [t for t in chosen if t not in self.models]
         if unknown:
             raise KeyError(f"no model loaded for {unknown}; loaded: {self.tasks}")
-        cold_any = pd.Series(False, index=frame.index)
+        cols = FeatureColumns(frame)
+        out: dict[str, Any] = {c: frame[c] for c in KEYS if c in frame.columns}
+        cold_any = np.zeros(len(frame), dtype=bool)
         for task in chosen:
             model = self.models[task]
-            pred = model.predict(frame)
-            cold = pred.pop("cold_start").astype(bool)
-            for col in pred.columns:
-                out[col] = pred[col].to_numpy()
-            out[f"{task}_cold_start"] = cold.to_numpy()
+            scored = [part.score_columns(cols) for part in model.parts]
+            for part_scores in scored:
+                out.update(part_scores.outputs)
+            cold = scored[0].cold
+            out[f"{task}_cold_start"] = cold
             cold_any |= cold
             if reasons:
-                out[f"{task}_reasons"] = self._reasons(model, frame, cold.to_numpy())
-        out["cold_start"] = cold_any.to_numpy()
+                out[f"{task}_reasons"] = self._reasons(model, cols, scored[0])
+        out["cold_start"] = cold_any
         return out
 
-    def _reasons(self, model: TaskModel, frame: pd.DataFrame, cold: Any) -> list[list[dict[str, Any]]]:
+    def _reasons(self, model: TaskModel, cols: FeatureColumns, scored: PartScores) -> list[list[dict[str, Any]]]:
         part = model.primary
-        result: list[list[dict[str, Any]]] = [[] for _ in range(len(frame))]
-        warm = [i for i in range(len(frame)) if not cold[i]]
-        if warm:
-            rows = frame.iloc[warm]
-            contrib = part.contributions(rows)
-            values = part.feature_values(rows)
-            for i, r in zip(warm, top_reasons(contrib, values, self.describe, self.top_k), strict=True):
+        cold = scored.cold
+        result: list[list[dict[str, Any]]] = [[] for _ in range(cols.n)]
+        warm = np.flatnonzero(~cold)
+        if len(warm):
+            contrib, names = part.contributions_rows(scored, warm)
+            rows = warm.tolist()
+
+            def value_of(i: int, name: str) -> Any:
+                return part.feature_value(cols, scored, name, rows[i])
+
+            for i, r in zip(rows, top_reasons_matrix(contrib, names, value_of, self.describe, self.top_k), strict=True):
                 result[i] = r
-        segments = part.cold_start_.segment_columns_
-        for i in range(len(frame)):
-            if cold[i]:
-                seg = ", ".join(f"{c}={frame.iloc[i][c]}" for c in segments if c in frame.columns)
+        if cold.any():
+            segments = [c for c in part.cold_start_.segment_columns_ if c in cols.columns]
+            for i in np.flatnonzero(cold).tolist():
+                seg = ", ".join(f"{c}={cols.objects(c)[i]}" for c in segments)
                 text = "too little history: prior from similar customers" + (f" ({seg})" if seg else "")
                 result[i] = [{"feature": "cold_start", "value": None, "contribution": 0.0, "direction": "none",
                               "text": text}]  # fmt: skip

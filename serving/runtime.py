@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import threading
 import time
@@ -26,9 +27,10 @@ from core.settings import Settings
 from serving.errors import ApiError
 from serving.observability import LOGGER_NAME, Metrics, log
 from serving.schemas import ItemError
-from serving.scoring import TASK_ORDER, Reference, primary_column, score_table, to_results
+from serving.scoring import TASK_ORDER, Reference, primary_column, score_columns, to_results
 
 logger = logging.getLogger(LOGGER_NAME)
+STORE_RETRY_S = 0.2  # after an online-store failure, requests fall back this long before one probes it
 
 
 @dataclass
@@ -65,14 +67,38 @@ def _load_bundle(settings: Settings, task: str) -> tuple[Any, dict[str, Any]] | 
     return data["model"], data["info"]
 
 
+def registry_reachable(uri: str, timeout: float = 2.0) -> bool:
+    """A quick look before MLflow's: it retries an unreachable database for about an hour, and
+    creates a missing sqlite file (an empty registry: no champions) rather than failing."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        path = uri.split("://", 1)[-1][1:]
+        return path in ("", ":memory:") or Path(path).exists()
+    if scheme in ("postgresql", "postgres", "mysql", "mssql"):
+        import socket
+        from urllib.parse import urlparse
+
+        parsed = urlparse(uri)
+        if not parsed.hostname:
+            return True  # a unix socket: let MLflow try
+        port = parsed.port or {"mysql": 3306, "mssql": 1433}.get(scheme, 5432)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+        except OSError:
+            return False
+    return True
+
+
 def load_champions(settings: Settings) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:
     """(models, version infos, source). Registry first; the bundle cache when it cannot be read."""
     from training.registry import RegistryError, load_version
 
     models: dict[str, Any] = {}
     infos: dict[str, dict[str, Any]] = {}
-    registry_down = False
-    for task in TASK_ORDER:
+    registry_down = not registry_reachable(settings.tracking_uri)
+    if registry_down:
+        log(logger, "registry_unreachable", error="unreachable")
+    for task in TASK_ORDER if not registry_down else ():
         try:
             model, info = load_version(task, tracking_uri=settings.tracking_uri)
         except RegistryError:
@@ -119,6 +145,8 @@ class Runtime:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._write_lock = threading.Lock()
+        self._store_failed_at: float | None = None  # when the online store last failed (None: healthy)
+        self._store_probe = threading.Lock()
         self.last_reload_error: str | None = None
 
     @classmethod
@@ -173,6 +201,8 @@ class Runtime:
     def current_versions(self) -> dict[str, str]:
         from training.registry import alias_version, client, registered_name
 
+        if not registry_reachable(self.settings.tracking_uri):
+            raise ConnectionError("the registry is unreachable")
         cl = client(self.settings.tracking_uri)
         out: dict[str, str] = {}
         for task in TASK_ORDER:
@@ -225,14 +255,29 @@ class Runtime:
         """Online features aged to now, and a degraded flag per row (the store failed)."""
         from features.online import read_online
 
+        # After a failure, one request at a time probes the store (its client retries for seconds)
+        # and the others fall back at once, so an outage degrades answers rather than stalling them.
+        probing = False
+        if self._store_failed_at is not None:
+            if time.monotonic() - self._store_failed_at < STORE_RETRY_S or not self._store_probe.acquire(False):
+                return self._fallback(ids, now)
+            probing = True
         try:
             frame = read_online(self.feature_store, ids, now)
+            self._store_failed_at = None
             return frame, np.zeros(len(ids), dtype=bool)
         except Exception as exc:  # noqa: BLE001 - the online store is down: fall back, never 5xx
+            self._store_failed_at = time.monotonic()
             log(logger, "online_store_unavailable", error=type(exc).__name__)
-            if self.metrics is not None:
-                self.metrics.degraded.inc()
-            return self._empty_features(ids, now), np.ones(len(ids), dtype=bool)
+            return self._fallback(ids, now)
+        finally:
+            if probing:
+                self._store_probe.release()
+
+    def _fallback(self, ids: list[str], now: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+        if self.metrics is not None:
+            self.metrics.degraded.inc()
+        return self._empty_features(ids, now), np.ones(len(ids), dtype=bool)
 
     @staticmethod
     def _empty_features(ids: list[str], now: pd.Timestamp) -> pd.DataFrame:
@@ -266,27 +311,30 @@ class Runtime:
         explain: bool,
         actions: bool,
     ) -> tuple[list[dict[str, Any]], bool, dict[str, str]]:
-        table = score_table(
+        table = score_columns(
             features, loaded.scorer, loaded.policy, loaded.reference, tasks=tasks, explain=explain, actions=actions
         )
         if "found" in features.columns:  # unknown customers are cold starts, whatever the model thinks
-            table["cold_start"] = table["cold_start"].to_numpy() | ~features["found"].to_numpy(dtype=bool)
+            table["cold_start"] = np.asarray(table["cold_start"], dtype=bool) | ~features["found"].to_numpy(dtype=bool)
         self._observe(table, features)
         return to_results(table, features, loaded.versions, degraded), bool(degraded.any()), dict(loaded.versions)
 
-    def _observe(self, table: pd.DataFrame, features: pd.DataFrame) -> None:
+    def _observe(self, table: dict[str, Any], features: pd.DataFrame) -> None:
         if self.metrics is None:
             return
         for task in TASK_ORDER:
-            col = primary_column(task, list(table.columns))
+            col = primary_column(task, list(table.keys()))
             if col is not None and task != "clv":
-                for v in table[col].to_numpy(dtype=float):
-                    if np.isfinite(v):
-                        self.metrics.scores.labels(task).observe(v)
+                histogram = self.metrics.scores.labels(task)
+                for v in np.asarray(table[col], dtype=float).tolist():
+                    if math.isfinite(v):
+                        histogram.observe(v)
         if "feature_time" in features.columns:
-            now = pd.Timestamp.now(tz="UTC")
-            for t in features["feature_time"].dropna():
-                self.metrics.feature_age.observe((now - pd.Timestamp(t)).total_seconds())
+            times = features["feature_time"].dropna()
+            if len(times):
+                ages = (pd.Timestamp.now(tz="UTC") - pd.DatetimeIndex(times)).total_seconds()
+                for age in np.asarray(ages, dtype=float).tolist():
+                    self.metrics.feature_age.observe(age)
 
     def score_inline(
         self, customer_id: str, events: pd.DataFrame, as_of: pd.Timestamp | None, tasks: list[str] | None, explain: bool

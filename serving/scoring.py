@@ -11,6 +11,7 @@ reference population, the stage, the cold-start flag, reasons and next-best acti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,13 +58,48 @@ class Reference:
         return np.where(np.isfinite(values), np.round(pct, 1), np.nan)
 
 
-def _nba_scores(table: pd.DataFrame) -> pd.DataFrame:
-    cols = {"customer_id": table["customer_id"].to_numpy()}
+def _nba_scores(table: Mapping[str, Any]) -> pd.DataFrame:
+    cols: dict[str, Any] = {"customer_id": np.asarray(table["customer_id"])}
     for task in TASK_ORDER:
-        col = primary_column(task, list(table.columns))
+        col = primary_column(task, list(table.keys()))
         if col is not None:
-            cols[task] = table[col].to_numpy(dtype=float)
+            cols[task] = np.asarray(table[col], dtype=float)
     return pd.DataFrame(cols)
+
+
+def score_columns(
+    features: pd.DataFrame,
+    scorer: Scorer,
+    policy: Any | None,
+    reference: Reference,
+    *,
+    tasks: Sequence[str] | None = None,
+    explain: bool = True,
+    actions: bool = True,
+    k: int = 3,
+) -> dict[str, Any]:
+    """The scoring function, as a dict of columns (numpy arrays; lists of dicts for reasons and
+    actions). `score_table` is the same as a frame; the API formats these columns directly."""
+    chosen = [t for t in (tasks or TASK_ORDER) if t in scorer.tasks]
+    features = features.reset_index(drop=True)
+    n = len(features)
+    table = scorer.score_columns(features, tasks=chosen, reasons=explain)
+    for task in chosen:
+        col = primary_column(task, list(table.keys()))
+        if col is not None:
+            table[f"{task}_percentile"] = reference.percentile(col, np.asarray(table[col], dtype=float))
+    table["stage"] = features[STAGE_COLUMN].to_numpy() if STAGE_COLUMN in features.columns else np.full(n, None)
+    if actions and policy is not None:
+        from models.nba import decide, holdout_mask
+
+        table["actions"] = decide(features, _nba_scores(table), policy, k=k)
+        table["holdout"] = holdout_mask(
+            features["customer_id"].to_numpy(), policy.holdout_share, getattr(policy, "holdout_salt", "journeyml-nba")
+        )
+    else:
+        table["actions"] = [[] for _ in range(n)]
+        table["holdout"] = np.zeros(n, dtype=bool)
+    return table
 
 
 def score_table(
@@ -77,69 +113,73 @@ def score_table(
     actions: bool = True,
     k: int = 3,
 ) -> pd.DataFrame:
-    chosen = [t for t in (tasks or TASK_ORDER) if t in scorer.tasks]
-    features = features.reset_index(drop=True)
-    table = scorer.score(features, tasks=chosen, reasons=explain)
-    for task in chosen:
-        col = primary_column(task, list(table.columns))
-        if col is not None:
-            table[f"{task}_percentile"] = reference.percentile(col, table[col].to_numpy(dtype=float))
-    table["stage"] = features[STAGE_COLUMN].to_numpy() if STAGE_COLUMN in features.columns else None
-    if actions and policy is not None:
-        from models.nba import decide, holdout_mask
-
-        table["actions"] = decide(features, _nba_scores(table), policy, k=k)
-        table["holdout"] = holdout_mask(
-            features["customer_id"].to_numpy(), policy.holdout_share, getattr(policy, "holdout_salt", "journeyml-nba")
-        )
-    else:
-        table["actions"] = [[] for _ in range(len(table))]
-        table["holdout"] = False
-    return table
+    """`score_columns` as a frame (one row per customer)."""
+    return pd.DataFrame(
+        score_columns(features, scorer, policy, reference, tasks=tasks, explain=explain, actions=actions, k=k)
+    )
 
 
 def _float(v: Any) -> float | None:
     if v is None:
         return None
     f = float(v)
-    return f if np.isfinite(f) else None
+    return f if math.isfinite(f) else None
+
+
+def _values(column: Any) -> list[Any]:
+    return column.tolist() if hasattr(column, "tolist") else list(column)
+
+
+_ACTION_KEYS = ("action", "expected_incremental_value", "uplift", "p_base", "value", "cost", "reason")
 
 
 def to_results(
-    table: pd.DataFrame,
+    table: Mapping[str, Any] | pd.DataFrame,
     features: pd.DataFrame,
     versions: Mapping[str, str],
     degraded: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """API objects (CustomerScore fields) from a score table."""
-    columns = list(table.columns)
+    """API objects (CustomerScore fields) from `score_columns` (or a `score_table` frame)."""
+    columns = [str(c) for c in table.keys()]
+    n = len(features)
+    values = {c: _values(table[c]) for c in columns}
     tasks = [t for t in TASK_ORDER if f"{t}_cold_start" in columns]
-    feature_times = features["feature_time"] if "feature_time" in features.columns else features.get("cutoff")
+    plan = []
+    for task in tasks:
+        horizons: list[tuple[str, str]] = []
+        if task == "next_purchase":
+            horizons = [(c.rsplit("_", 1)[1], c) for c in columns if c.startswith("next_purchase_probability_")]
+        elif task == "clv":
+            horizons = [(c.rsplit("_", 1)[1], c) for c in columns if c.startswith("clv_") and c[4:-1].isdigit()]
+        plan.append((task, primary_column(task, columns), horizons))
+    if "feature_time" in features.columns:
+        times = features["feature_time"].tolist()
+    elif "cutoff" in features.columns:
+        times = features["cutoff"].tolist()
+    else:
+        times = [None] * n
+    empty: list[Any] = [None] * n
+    stages, colds, holdouts = values.get("stage", empty), values.get("cold_start", empty), values.get("holdout", empty)
+    actions = values.get("actions", empty)
+    flags = degraded.tolist() if degraded is not None else [False] * n
     results: list[dict[str, Any]] = []
-    records = table.to_dict("records")
-    for i, row in enumerate(records):
+    for i, cid in enumerate(values["customer_id"]):
         scores: dict[str, Any] = {}
-        for task in tasks:
-            primary = primary_column(task, columns)
+        for task, primary, horizons in plan:
             entry: dict[str, Any] = {
-                "score": _float(row.get(primary)) if primary else None,
-                "percentile": _float(row.get(f"{task}_percentile")),
+                "score": _float(values[primary][i]) if primary else None,
+                "percentile": _float(values[f"{task}_percentile"][i]) if f"{task}_percentile" in values else None,
                 "model_version": versions.get(task),
             }
+            if task in ("next_purchase", "clv"):
+                entry["horizons"] = {h: v for h, c in horizons if (v := _float(values[c][i])) is not None}
             if task == "next_purchase":
-                entry["horizons"] = {
-                    c.rsplit("_", 1)[1]: _float(row[c])
-                    for c in columns
-                    if c.startswith("next_purchase_probability_") and _float(row[c]) is not None
-                }
-                entry["expected_days"] = _float(row.get("next_purchase_expected_days"))
-            if task == "clv":
-                entry["horizons"] = {
-                    c.rsplit("_", 1)[1]: _float(row[c])
-                    for c in columns
-                    if c.startswith("clv_") and c[4:-1].isdigit() and _float(row[c]) is not None
-                }
-            reasons = row.get(f"{task}_reasons")
+                entry["expected_days"] = (
+                    _float(values["next_purchase_expected_days"][i])
+                    if "next_purchase_expected_days" in values
+                    else None
+                )
+            reasons = values[f"{task}_reasons"][i] if f"{task}_reasons" in values else None
             if isinstance(reasons, list):
                 entry["reasons"] = [
                     {
@@ -150,32 +190,18 @@ def to_results(
                     for r in reasons
                 ]
             scores[task] = entry
-        ftime = feature_times.iloc[i] if feature_times is not None else None
-        stage = row.get("stage")
+        ftime = times[i]
+        stage = stages[i]
         results.append(
             {
-                "customer_id": str(row["customer_id"]),
+                "customer_id": str(cid),
                 "stage": str(stage) if stage is not None and stage == stage else None,
-                "cold_start": bool(row.get("cold_start", False)),
+                "cold_start": bool(colds[i]) if colds[i] is not None else False,
                 "feature_time": None if ftime is None or pd.isna(ftime) else pd.Timestamp(ftime).to_pydatetime(),
-                "degraded": bool(degraded[i]) if degraded is not None else False,
-                "holdout": bool(row.get("holdout", False)),
+                "degraded": bool(flags[i]),
+                "holdout": bool(holdouts[i]) if holdouts[i] is not None else False,
                 "scores": scores,
-                "actions": [
-                    {
-                        key: a.get(key)
-                        for key in (
-                            "action",
-                            "expected_incremental_value",
-                            "uplift",
-                            "p_base",
-                            "value",
-                            "cost",
-                            "reason",
-                        )
-                    }
-                    for a in (row.get("actions") or [])
-                ],
+                "actions": [{key: a.get(key) for key in _ACTION_KEYS} for a in (actions[i] or [])],
             }
         )
     return results

@@ -1,0 +1,146 @@
+"""Read-once numpy views of a feature frame, for the array scoring path (`Scorer`).
+
+Scoring one API customer used to cost more in pandas (column selection, frame copies,
+`concat`, per-row `iloc`) than in the trees. `FeatureColumns` converts the frame's numeric
+columns to one float64 matrix the first time any is asked for, and caches categorical codes,
+missing masks and raw values per column, so every model of every task reads the same arrays.
+The answers equal `models.estimators.encode_frame` and the pandas paths of
+`models.journey_model.JourneyModel` (tests/models/test_scorer.py holds them equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SMALL = 512  # below this many rows, categorical codes come from a dict; above, from pd.Categorical
+
+
+def _numeric_dtype(dtype: Any) -> bool:
+    return getattr(dtype, "kind", "O") in "fiub"
+
+
+class FeatureColumns:
+    """Columns of `frame` as numpy arrays, converted once and cached."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.n = len(frame)
+        self._block: np.ndarray | None = None
+        self._pos: dict[str, int] = {}
+        self._numeric: dict[str, np.ndarray] = {}
+        self._codes: dict[tuple[str, int], np.ndarray] = {}
+        self._missing: dict[str, np.ndarray] = {}
+        self._objects: dict[str, np.ndarray] = {}
+        self.columns = set(frame.columns)
+
+    def _ensure_block(self) -> np.ndarray:
+        if self._block is None:
+            names = [c for c, dt in zip(self.frame.columns, self.frame.dtypes, strict=True) if _numeric_dtype(dt)]
+            self._pos = {c: i for i, c in enumerate(names)}
+            if names:
+                block = self.frame[names] if len(names) < self.frame.shape[1] else self.frame
+                self._block = block.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                self._block = np.empty((self.n, 0))
+        return self._block
+
+    def numeric(self, name: str) -> np.ndarray:
+        """float64 values (NaN where missing or not a number); all-NaN when the column is absent."""
+        block = self._ensure_block()
+        pos = self._pos.get(name)
+        if pos is not None:
+            return block[:, pos]
+        cached = self._numeric.get(name)
+        if cached is None:
+            if name in self.columns:
+                cached = pd.to_numeric(self.frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                cached = np.full(self.n, np.nan)
+            self._numeric[name] = cached
+        return cached
+
+    def numeric_matrix(self, names: Sequence[str]) -> np.ndarray:
+        """(n, len(names)) float64 in `names` order."""
+        block = self._ensure_block()
+        if all(c in self._pos for c in names):
+            return block[:, [self._pos[c] for c in names]]
+        out = np.empty((self.n, len(names)))
+        for j, c in enumerate(names):
+            out[:, j] = self.numeric(c)
+        return out
+
+    def objects(self, name: str) -> np.ndarray:
+        """The raw values as an object array (None-filled when the column is absent)."""
+        cached = self._objects.get(name)
+        if cached is None:
+            if name in self.columns:
+                cached = self.frame[name].to_numpy(dtype=object)
+            else:
+                cached = np.full(self.n, None, dtype=object)
+            self._objects[name] = cached
+        return cached
+
+    def codes(self, name: str, categories: list[str]) -> np.ndarray:
+        """float32 code of each value among `categories` (missing or unseen: NaN), as encode_frame does."""
+        key = (name, id(categories))
+        cached = self._codes.get(key)
+        if cached is None:
+            if name not in self.columns:
+                cached = np.full(self.n, np.nan, dtype=np.float32)
+            elif self.n <= SMALL:
+                lookup = {c: float(i) for i, c in enumerate(categories)}
+                cached = np.array(
+                    [np.nan if v is None or v is pd.NA or v != v else lookup.get(str(v), np.nan)
+                     for v in self.objects(name)],
+                    dtype=np.float32,
+                )  # fmt: skip
+            else:
+                codes = pd.Categorical(self.frame[name].astype("string"), categories=categories).codes
+                cached = np.where(codes < 0, np.nan, codes).astype(np.float32)
+            self._codes[key] = cached
+        return cached
+
+    def missing(self, name: str) -> np.ndarray:
+        """pandas' isna of the column (True everywhere when absent)."""
+        cached = self._missing.get(name)
+        if cached is None:
+            if name not in self.columns:
+                cached = np.ones(self.n, dtype=bool)
+            elif name in self._pos or _numeric_dtype(self.frame[name].dtype):
+                cached = np.isnan(self.numeric(name))
+            else:
+                cached = pd.isna(self.objects(name))
+            self._missing[name] = cached
+        return cached
+
+    def value(self, name: str, row: int) -> Any:
+        """The raw value of one cell as a Python scalar (float for numeric columns)."""
+        if name not in self.columns:
+            return None
+        self._ensure_block()
+        if name in self._pos:
+            return float(self.numeric(name)[row])
+        value = self.objects(name)[row]
+        return value.item() if isinstance(value, np.generic) else value
+
+
+def encode_matrix(
+    cols: FeatureColumns, features: Sequence[str], categories: dict[str, list[str]], extra: dict[str, np.ndarray]
+) -> np.ndarray:
+    """The float32 matrix LightGBM is given, in training column order: `encode_frame` on arrays.
+    `extra` holds derived columns (BG/NBD) that replace any frame column of the same name."""
+    names = list(features)
+    out = np.empty((cols.n, len(names)), dtype=np.float32)
+    plain = [j for j, c in enumerate(names) if c not in categories and c not in extra]
+    if plain:
+        out[:, plain] = cols.numeric_matrix([names[j] for j in plain])
+    for j, c in enumerate(names):
+        if c in extra:
+            out[:, j] = extra[c]
+        elif c in categories:
+            out[:, j] = cols.codes(c, categories[c])
+    return out
