@@ -38,5 +38,7 @@ def main() -> None:
 
     # Must be set before LightGBM loads: spinning OpenMP threads made fits ~10x slower on 2 busy cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # MLflow draws a progress bar for every local artifact it reads back: noise on stderr.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _register()
     app()

@@ -157,6 +157,7 @@ def main() -> None:
         page.call("Page.enable")
         page.call("Emulation.setDeviceMetricsOverride", width=1500, height=950, deviceScaleFactor=1, mobile=False)
         exp = churn.experiment_id
+        page.goto(f"{base}/#/experiments/{exp}/runs")  # the first visit switches the UI's mode
         page.goto(f"{base}/#/experiments/{exp}/runs?compareRunsMode=CHART")
         page.js(EXPAND_CHILD_RUNS)
         page.js(FILTER_CHARTS % json.dumps("test_"))
@@ -170,7 +171,7 @@ def main() -> None:
         page.goto(f"{base}/#/models/journeyml-churn")
         page.shot(args.out / "mlflow-model.png")
         if nba is not None:
-            page.goto(f"{base}/#/experiments/{nba.experiment_id}/runs")
+            page.goto(f"{base}/#/experiments/{nba.experiment_id}/runs?compareRunsMode=CHART")
             page.shot(args.out / "mlflow-nba.png")
     finally:
         browser.terminate()
