@@ -15,7 +15,9 @@ with shares floored at `EPSILON` so an empty bin does not make it infinite. Belo
 population is stable, 0.1 to 0.25 is a warning, 0.25 and above an alert (the usual credit-risk
 reading of PSI); with fewer than `MIN_ROWS` scored rows the values are reported but not judged.
 `baseline_table` picks the training population: the feature table at a
-champion's test cutoff when one was built, else the earliest feature table.
+champion's test cutoff, which `ensure_baseline_table` builds from the event store when it is
+missing (so a workspace that only built features as of today still gets a real baseline),
+else the earliest feature table.
 """
 
 from __future__ import annotations
@@ -186,6 +188,32 @@ def baseline_table(
     if tables:
         return tables[0], "earliest feature table (none was built at a champion's test cutoff)"
     return None, "no feature table"
+
+
+def ensure_baseline_table(settings: Any, test_cutoffs: Sequence[pd.Timestamp]) -> Path | None:
+    """The feature table at the first champion test cutoff, computed and written if it is missing.
+
+    Uses the same feature definitions and writer as `journey features build`; events after the
+    cutoff are unseen, so this is the population the champion was tested on. None when there is
+    no cutoff or no event store.
+    """
+    from features.events.store import EventStore
+    from features.journeys import compute_features
+    from features.online import table_path, write_feature_table
+
+    for cutoff in test_cutoffs:
+        if table_path(settings, cutoff).exists():
+            return Path(table_path(settings, cutoff))
+    if not test_cutoffs:
+        return None
+    store = EventStore(settings.events_dir)
+    if store.is_empty():
+        return None
+    customers = str(settings.customers_path) if settings.customers_path.exists() else None
+    frame = compute_features(store.glob, [test_cutoffs[0]], customers=customers)
+    if frame.empty:
+        return None
+    return write_feature_table(frame, settings)[0]
 
 
 def _names(names: Sequence[str], top: int = 12) -> str:
