@@ -271,6 +271,33 @@ def list_command(json_out: JsonOpt = False) -> None:
     emit({"ok": True, "tracking_uri": settings.tracking_uri, "models": rows}, json_out, "\n".join(lines))
 
 
+@models_app.command("promote")
+def promote_command(
+    task: Annotated[str, typer.Option("--task", help="churn, next_purchase, conversion or clv.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the gate is overridden (recorded on the version).")],
+    version: Annotated[str | None, typer.Option("--version", help="Version to serve; default: the challenger.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a version the champion by hand, past the promotion gate; the reason is recorded."""
+    _quiet()
+    from core.settings import get_settings
+    from training.registry import RegistryError, promote
+
+    if task not in TASK_CHOICES:
+        fail(f"--task must be one of {', '.join(TASK_CHOICES)}, not {task!r}", json_out)
+    if not reason.strip():
+        fail("--reason must say why the gate is overridden", json_out)
+    settings = get_settings()
+    try:
+        out = promote(task, version, reason.strip(), settings.tracking_uri)
+    except RegistryError as exc:
+        fail(str(exc), json_out)
+    except Exception as exc:  # noqa: BLE001 - an unreachable tracking server is a user error here
+        fail(f"cannot update the model registry at {settings.tracking_uri}: {exc}", json_out)
+    emit({"ok": True, **out}, json_out, f"{out['registered_model']}: champion v{out['champion']} "
+         f"(was {out['previous'] or '-'}); reason recorded: {out['reason']}")  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)

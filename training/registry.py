@@ -226,6 +226,31 @@ def set_alias(cl: Any, name: str, alias: str, version: str) -> None:
     cl.set_registered_model_alias(name, alias, str(version))
 
 
+def promote(task: str, version: str | None, reason: str, tracking_uri: str) -> dict[str, Any]:
+    """Move `champion` to a version by hand (default: the current challenger), past the gate.
+
+    The override is recorded on the version (`gate_override` with the reason and the previous
+    champion), so the registry keeps why a model serves that the gate did not promote."""
+    from mlflow.exceptions import MlflowException
+
+    cl = client(tracking_uri)
+    name = registered_name(task)
+    if version is None:
+        mv = alias_version(cl, name, CHALLENGER)
+        if mv is None:
+            raise RegistryError(f"{name} has no {CHALLENGER}: train it first or pass --version")
+        version = str(mv.version)
+    try:
+        cl.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"{name} has no version {version}") from exc
+    before = alias_version(cl, name, CHAMPION)
+    previous = None if before is None else str(before.version)
+    set_alias(cl, name, CHAMPION, str(version))
+    cl.set_model_version_tag(name, str(version), "gate_override", f"{reason} (previous champion: {previous or '-'})")
+    return {"task": task, "registered_model": name, "champion": str(version), "previous": previous, "reason": reason}
+
+
 def list_models(tasks: list[str], tracking_uri: str) -> list[dict[str, Any]]:
     """Per task: the champion and challenger versions with their test metrics (None when absent)."""
     cl = client(tracking_uri)

@@ -73,3 +73,19 @@ def test_train_evaluate_and_list(app, home, world, monkeypatch) -> None:
 
     code, out = invoke(app, "evaluate", "--task", "clv", "--json")
     assert code == 1 and "no champion" in out["error"]
+
+    # A hand promotion past the gate: the champion moves and the reason stays on the version.
+    code, out = invoke(app, "models", "promote", "--task", "churn", "--reason", "  ", "--json")
+    assert code == 1 and "--reason" in out["error"]
+    code, out = invoke(app, "models", "promote", "--task", "churn", "--version", "7", "--reason", "x", "--json")
+    assert code == 1 and "no version 7" in out["error"]
+    code, out = invoke(app, "models", "promote", "--task", "clv", "--reason", "x", "--json")
+    assert code == 1 and "no challenger" in out["error"]
+    code, out = invoke(app, "models", "promote", "--task", "churn", "--reason", "seasonal test cutoff", "--json")
+    assert code == 0 and out["champion"] == "1" and out["previous"] == ("1" if task["promoted"] else None)
+    from mlflow import MlflowClient
+
+    tag = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_model_version("journeyml-churn", "1").tags
+    assert tag["gate_override"].startswith("seasonal test cutoff")
+    code, out = invoke(app, "models", "list", "--json")
+    assert next(m for m in out["models"] if m["task"] == "churn")["champion"]["version"] == "1"
