@@ -41,4 +41,26 @@ def main() -> None:
     # MLflow draws a progress bar for every local artifact it reads back: noise on stderr.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _register()
-    app()
+    try:
+        app()
+    except Exception as exc:  # an unexpected failure: one clear line, no traceback (JOURNEY_DEBUG=1 shows it)
+        if os.environ.get("JOURNEY_DEBUG"):
+            raise
+        _fail_unexpected(exc)
+
+
+def _fail_unexpected(exc: Exception) -> None:
+    import json
+    import sys
+
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        parts = [f"JOURNEY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        message = "invalid setting " + "; ".join(parts)
+    else:
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
+    if "--json" in sys.argv:
+        sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+    sys.stderr.write(f"error: {message} (JOURNEY_DEBUG=1 shows the traceback)\n")
+    sys.exit(1)

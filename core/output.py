@@ -34,11 +34,12 @@ def emit(summary: dict[str, Any], json_out: bool, human: str | None = None) -> N
 
 
 def fail(message: str, json_out: bool, code: int = 1, **extra: Any) -> NoReturn:
-    """Stop the command with a clear message and no traceback."""
+    """Stop the command with a clear one-line message and no traceback."""
+    message = " ".join(str(message).split())
     if json_out:
         sys.stdout.write(json.dumps({**extra, "ok": False, "error": message}, default=_default) + "\n")
     else:
-        err.print(f"[red]error:[/red] {message}")
+        err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
