@@ -470,7 +470,8 @@ def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Ca
             ok &= _in_bound(_num(features, name, n), bound)
         if e.consent:
             if e.consent in features.columns:
-                ok &= features[e.consent].fillna(False).astype(bool).to_numpy()
+                v = features[e.consent].astype(object)
+                ok &= v.where(v.notna(), False).astype(bool).to_numpy()
             elif rules.consent_missing == "deny":
                 ok &= False
         if e.min_purchases:
@@ -539,6 +540,7 @@ def value_inputs(features: pd.DataFrame, scores: pd.DataFrame | None, policy: Po
     prior = np.zeros((n, m), order="F")
     value = np.zeros((n, m), order="F")
     n_rows = np.zeros(m)
+    posterior = np.zeros(m, dtype=bool)  # the model's estimate already combines data and the catalog's prior
     cust_value = _num(features, catalog.columns.value, n) if catalog.columns.value else np.full(n, np.nan)
     known_value = np.isfinite(cust_value) & (cust_value > 0)
     predictions: dict[str, np.ndarray] = {}
@@ -562,15 +564,17 @@ def value_inputs(features: pd.DataFrame, scores: pd.DataFrame | None, policy: Po
                 k = model.arms_.index(action.id) + 1
                 np.subtract(pred[:, k], pred[:, 0], out=learned[:, j])
                 n_rows[j] = float(model.n_treated_.get(action.id, 0))
-        if action.prior_lift:
+                posterior[j] = n_rows[j] > 0 and action.id in (getattr(model, "prior_theta_", None) or {})
+        if action.prior_lift and not posterior[j]:
             pb = np.clip(p_base[:, j], 0.0, 1.0 - 1e-12)
             lifted = -np.expm1((1.0 + action.prior_lift) * np.log1p(-pb)) - pb
             prior[:, j] = np.where(np.isnan(pb), 0.0, lifted)
     strength = catalog.prior_strength
     weight = np.where(n_rows + strength > 0, n_rows + strength, 1.0)
+    keep = np.where(posterior, 1.0, n_rows / weight)
     uplift = learned  # shrunk in place: these matrices are large
-    uplift *= n_rows / weight
-    prior *= strength / weight
+    uplift *= keep
+    prior *= np.where(posterior, 0.0, strength / weight)
     uplift += prior
     # P(outcome | action) stays within [0, 1] where p_base is known (fmin/fmax skip NaN).
     np.fmin(uplift, 1.0 - p_base, out=uplift)
@@ -772,13 +776,22 @@ def decide_columnar(
     return out
 
 
+SMALL_DECIDE = 32  # up to this many rows, `decide` works row by row in plain Python (no pandas per call)
+
+
 def decide(
     features: pd.DataFrame,
     scores: pd.DataFrame | None,
     policy: Policy,
     k: int = 3,
 ) -> list[list[dict[str, Any]]]:
-    """Top-k recommendations per feature row, as ActionRecommendation-shaped dicts (see the module docstring)."""
+    """Top-k recommendations per feature row, as ActionRecommendation-shaped dicts (see the module docstring).
+
+    Up to `SMALL_DECIDE` rows (an API request) the same decision is computed row by row without
+    pandas (well under a millisecond per customer); larger inputs go through `decide_columnar`.
+    """
+    if 0 < len(features) <= SMALL_DECIDE:
+        return _decide_small(features, scores, policy, k)
     frame = decide_columnar(features, scores, policy, k)
     answers: list[list[dict[str, Any]]] = [[] for _ in range(len(features))]
     # The frame lists the feature rows in order, ranks ascending, and every row has rank 1.
@@ -796,3 +809,279 @@ def decide(
             }
         )
     return answers
+
+
+# ---------------------------------------------------------------- the same decision, row by row
+
+
+_NAN = float("nan")
+
+
+def _fnum(v: Any) -> float:
+    """A value as `pd.to_numeric(errors="coerce")` reads it (NaN when it is not a number)."""
+    if v is None or v is pd.NA:
+        return _NAN
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return _NAN
+
+
+def _column(frame: pd.DataFrame | None, name: str | None) -> list[Any] | None:
+    if frame is None or name is None or name not in frame.columns:
+        return None
+    return frame[name].to_numpy(dtype=object).tolist()
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """What the row-by-row decision needs from a catalog, computed once per catalog object."""
+
+    catalog: Catalog
+    ids: list[str]
+    no_action: int
+    columns: list[str]  # feature columns read
+    reason_head: list[str]  # per action: "<name lowercased first letter>" for reasons
+    noun: list[str]
+    group: list[str]
+
+
+_COMPILED: dict[int, _Compiled] = {}
+
+
+def _compiled(catalog: Catalog) -> _Compiled:
+    hit = _COMPILED.get(id(catalog))
+    if hit is not None and hit.catalog is catalog:
+        return hit
+    cols = catalog.columns
+    names = {cols.stage, cols.days_since_last_contact, cols.last_contact_action, cols.tenure_days, cols.purchases,
+             *cols.contacts.values()}  # fmt: skip
+    if cols.value:
+        names.add(cols.value)
+    for a in catalog.actions:
+        names |= set(a.eligibility.features)
+        if a.eligibility.consent:
+            names.add(a.eligibility.consent)
+    out = _Compiled(
+        catalog=catalog,
+        ids=catalog.action_ids,
+        no_action=catalog.action_ids.index(NO_ACTION),
+        columns=sorted(names),
+        reason_head=[f"{a.name[0].lower()}{a.name[1:]}" for a in catalog.actions],
+        noun=["purchase" if outcome_group(a.outcome) == "purchase" else a.outcome for a in catalog.actions],
+        group=[outcome_group(a.outcome) for a in catalog.actions],
+    )
+    if len(_COMPILED) > 16:
+        _COMPILED.clear()
+    _COMPILED[id(catalog)] = out
+    return out
+
+
+def _bound_ok(v: float, bound: Bound) -> bool:
+    if v != v:  # NaN
+        return False
+    if bound.min is not None and not v >= bound.min:
+        return False
+    return bound.max is None or v <= bound.max
+
+
+def _score_rows(features: pd.DataFrame, scores: pd.DataFrame | None) -> list[dict[str, float]]:
+    """Per feature row, its scores by name (as `align_scores` matches them: by customer_id, the last duplicate)."""
+    n = len(features)
+    if scores is None:
+        return [{} for _ in range(n)]
+    names = [c for c in scores.columns if c != "customer_id"]
+    if "customer_id" in scores.columns:
+        keys = scores["customer_id"].astype(str).tolist()
+    else:
+        keys = [str(i) for i in scores.index]
+    values = {c: scores[c].to_numpy(dtype=object).tolist() for c in names}
+    ids = [str(v) for v in features["customer_id"].to_numpy(dtype=object).tolist()]
+    if "customer_id" in scores.columns and keys == ids:  # already in row order
+        return [{c: _fnum(values[c][i]) for c in names} for i in range(n)]
+    where = {key: i for i, key in enumerate(keys)}  # the last duplicate wins
+    out = []
+    for cid in ids:
+        i = where.get(cid)
+        out.append({} if i is None else {c: _fnum(values[c][i]) for c in names})
+    return out
+
+
+def _decide_small(
+    features: pd.DataFrame, scores: pd.DataFrame | None, policy: Policy, k: int
+) -> list[list[dict[str, Any]]]:
+    """`decide` for a few rows: the same rules and arithmetic as the vectorised path, in plain Python."""
+    if "customer_id" not in features.columns:
+        raise ValueError("features need a customer_id column")
+    catalog = policy.catalog
+    comp = _compiled(catalog)
+    cols = catalog.columns
+    rules = catalog.contact_rules
+    _require(features, cols.days_since_last_contact, "cooldowns")
+    _require(features, cols.last_contact_action, "cooldowns")
+    for window in {*rules.max_contacts, *(a.max_contacts.window_days for a in catalog.actions if a.max_contacts)}:
+        _require(features, cols.contacts[window], f"the {window}-day contact cap")
+    n = len(features)
+    raw = {c: _column(features, c) for c in comp.columns}
+    ids_raw = features["customer_id"].to_numpy(dtype=object).tolist()
+    holdout = holdout_mask(ids_raw, policy.holdout_share, policy.holdout_salt) if policy.holdout_share > 0 else None
+    score_rows = _score_rows(features, scores)
+    predictions: dict[str, np.ndarray] = {}
+    for group, model in policy.models.items():
+        if any(g == group for g in comp.group):
+            predictions[group] = np.asarray(model.predict_outcomes(features), dtype=float)
+    ids = comp.ids
+    m = len(ids)
+    levels = catalog.value_levels
+    high, medium = levels.get("high", np.inf), levels.get("medium", np.inf)
+    strength = catalog.prior_strength
+    k = max(1, min(k, m))
+    answers: list[list[dict[str, Any]]] = []
+
+    def get(name: str | None, i: int) -> Any:
+        col = raw.get(name) if name is not None else None
+        return None if col is None else col[i]
+
+    for i in range(n):
+        sc = score_rows[i]
+        since = _fnum(get(cols.days_since_last_contact, i))
+        never = since != since
+        last = get(cols.last_contact_action, i)
+        last_j = -1 if never or not isinstance(last, str) or last not in ids else ids.index(last)
+        counts: dict[int, float] = {}
+        for w, c in cols.contacts.items():
+            col = raw.get(c)
+            if col is not None:
+                v = _fnum(col[i])
+                counts[w] = 0.0 if v != v else v
+        windows = sorted(counts)
+        base_ok = never or since >= rules.min_days_between_contacts
+        for window, cap in rules.max_contacts.items():
+            base_ok = base_ok and counts[window] + 1 <= cap
+        stage = get(cols.stage, i)
+        stage_known = isinstance(stage, str) and stage in catalog.stages
+        purchases = _fnum(get(cols.purchases, i))
+        purchases = 0.0 if purchases != purchases else purchases
+        tenure = _fnum(get(cols.tenure_days, i))
+        tenure = 0.0 if tenure != tenure else tenure
+        cust_value = _fnum(get(cols.value, i)) if cols.value else _NAN
+        known_value = cust_value == cust_value and abs(cust_value) != float("inf") and cust_value > 0
+        held = bool(holdout[i]) if holdout is not None else False
+        bases: dict[str, float] = {}
+        recs: list[tuple[float, int, float, float, float]] = []  # (eiv, j, uplift, p_base, value)
+        for j, action in enumerate(catalog.actions):
+            if j == comp.no_action:
+                continue
+            ok = base_ok and not held
+            e = action.eligibility
+            if ok and e.stages is not None:
+                ok = stage_known and stage in e.stages
+            if ok:
+                for name, bound in e.scores.items():
+                    if not _bound_ok(sc.get(name, _NAN), bound):
+                        ok = False
+                        break
+            if ok:
+                for name, bound in e.features.items():
+                    if not _bound_ok(_fnum(get(name, i)), bound):
+                        ok = False
+                        break
+            if ok and e.consent:
+                consent = raw.get(e.consent)
+                if consent is not None:
+                    cv = consent[i]
+                    ok = False if cv is None or cv is pd.NA or (isinstance(cv, float) and cv != cv) else bool(cv)
+                elif rules.consent_missing == "deny":
+                    ok = False
+            if ok and e.min_purchases:
+                ok = purchases >= e.min_purchases
+            if ok and e.min_tenure_days:
+                ok = tenure >= e.min_tenure_days
+            if ok and action.cooldown_days > 0:
+                clear = never or since >= action.cooldown_days
+                cover = [w for w in windows if w >= action.cooldown_days]
+                if cover and not clear:
+                    clear = counts[cover[0]] <= 1 and last_j != j
+                ok = clear
+            if ok and action.max_contacts is not None:
+                ok = counts[action.max_contacts.window_days] + 1 <= action.max_contacts.count
+            if not ok:
+                continue
+            value = (cust_value if known_value else action.value) if action.value_per_customer else action.value
+            group = comp.group[j]
+            pred = predictions.get(group)
+            learned, n_rows, posterior = 0.0, 0.0, False
+            if pred is None:
+                if action.outcome not in bases:
+                    bases[action.outcome] = _base_from_score_row(action.outcome, sc)
+                pb = bases[action.outcome]
+            else:
+                model = policy.models[group]
+                pb = float(pred[i, 0])
+                if action.id in model.arms_:
+                    kk = model.arms_.index(action.id) + 1
+                    learned = float(pred[i, kk]) - pb
+                    n_rows = float(model.n_treated_.get(action.id, 0))
+                    posterior = n_rows > 0 and action.id in (getattr(model, "prior_theta_", None) or {})
+            prior = 0.0
+            if action.prior_lift and not posterior and pb == pb:
+                pc = min(max(pb, 0.0), 1.0 - 1e-12)
+                prior = float(-np.expm1((1.0 + action.prior_lift) * np.log1p(-pc)) - pc)
+            weight = n_rows + strength if n_rows + strength > 0 else 1.0
+            if posterior:
+                uplift = learned * 1.0 + prior * 0.0
+            else:
+                uplift = learned * (n_rows / weight) + prior * (strength / weight)
+            if pb == pb:
+                uplift = max(min(uplift, 1.0 - pb), -pb)
+            eiv = uplift * value - action.cost
+            recs.append((eiv, j, uplift, pb, value))
+        recs.sort(key=lambda r: (-r[0], r[1]))
+        chosen = [r for r in recs[:k] if r[0] > 0]
+        contact = "never contacted" if never else f"no contact in {int(np.floor(since))} days"
+        stage_text = "stage " + ("unknown" if cols.stage not in features.columns else str(stage))
+        answer = []
+        if not chosen:
+            text = "in the holdout group: no action" if held else (
+                f"{stage_text}, {contact}: no eligible action is worth its cost")  # fmt: skip
+            none_cost = float(catalog.actions[comp.no_action].cost)
+            answer.append({"action": NO_ACTION, "expected_incremental_value": 0.0, "uplift": 0.0, "p_base": None,
+                           "value": 0.0, "cost": none_cost, "reason": text})  # fmt: skip
+            answers.append(answer)
+            continue
+        clv = sc.get("clv", _NAN)
+        rv = clv if clv == clv else (cust_value if cols.value else _NAN)
+        level = "high" if rv >= high else "medium" if rv >= medium else "low"
+        for eiv, j, uplift, pb, value in chosen:
+            action = catalog.actions[j]
+            score_name = REASON_SCORE.get(action.outcome)
+            s = sc.get(score_name, _NAN) if score_name else _NAN
+            driver = f"{SCORE_WORDS[score_name]} {s:.2f}" if score_name and s == s else stage_text
+            value_text = f"value {level}" if rv == rv else f"value {action.value:g}"
+            what = f"{comp.reason_head[j]} ({uplift:+.3f} {comp.noun[j]} probability)"
+            reason = f"{driver}, {value_text}, {contact}: {what}"
+            answer.append(
+                {
+                    "action": action.id,
+                    "expected_incremental_value": float(eiv),
+                    "uplift": float(uplift),
+                    "p_base": None if pb != pb else float(pb),
+                    "value": float(value),
+                    "cost": float(action.cost),
+                    "reason": reason,
+                }
+            )
+        answers.append(answer)
+    return answers
+
+
+def _base_from_score_row(outcome: str, sc: Mapping[str, float]) -> float:
+    """`base_from_scores` for one row of scores."""
+    if outcome == "purchase":
+        return sc.get("next_purchase", _NAN)
+    if outcome == "conversion":
+        conv = sc.get("conversion", _NAN)
+        return conv if conv == conv else sc.get("next_purchase", _NAN)
+    if outcome == "retention":
+        return 1.0 - sc.get("churn", _NAN)
+    return _NAN

@@ -70,6 +70,7 @@ class UpliftModel(BaseEstimator):
         lift_prior_sd: float = 0.5,
         segment_prior_sd: float = 0.5,
         lift_z: float = 0.0,
+        prior_theta: dict[str, float] | None = None,
         num_threads: int = 2,
         seed: int = 0,
     ) -> None:
@@ -89,6 +90,7 @@ class UpliftModel(BaseEstimator):
         self.lift_prior_sd = lift_prior_sd
         self.segment_prior_sd = segment_prior_sd
         self.lift_z = lift_z
+        self.prior_theta = prior_theta
         self.num_threads = num_threads
         self.seed = seed
 
@@ -222,9 +224,11 @@ class UpliftModel(BaseEstimator):
         self.theta_se_: dict[str, float] = {}
         self.theta_segment_: dict[str, dict[str, float]] = {}
         self.theta_segment_se_: dict[str, dict[str, float]] = {}
+        self.prior_theta_ = {a: float(v) for a, v in (self.prior_theta or {}).items() if a in fitted}
         for a in fitted:
             sel = codes == self.arms_.index(a)
-            pooled, pooled_se = _lift_mle(p0[sel], y[sel], w[sel], 0.0, self.lift_prior_sd)
+            prior_mean = float((self.prior_theta or {}).get(a, 0.0))
+            pooled, pooled_se = _lift_mle(p0[sel], y[sel], w[sel], prior_mean, self.lift_prior_sd)
             self.theta_[a], self.theta_se_[a] = pooled, pooled_se
             self.theta_segment_[a], self.theta_segment_se_[a] = {}, {}
             for k, name in enumerate(self.segments_):
@@ -233,23 +237,38 @@ class UpliftModel(BaseEstimator):
                     est, se = _lift_mle(p0[cell], y[cell], w[cell], pooled, self.segment_prior_sd)
                     self.theta_segment_[a][name], self.theta_segment_se_[a][name] = est, se
 
-    def _lift_outcomes(self, X: pd.DataFrame, enc: pd.DataFrame) -> np.ndarray:
-        n = len(enc)
-        out = np.empty((n, 1 + len(self.arms_)))
-        p0 = np.clip(self._mu(self.control, enc), 0.0, 1.0)
-        out[:, 0] = p0
+    def _lift_theta(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, arms) log-hazard ratio of each arm against the control; NaN for arms not modelled."""
+        n = len(X)
+        out = np.full((n, len(self.arms_)), np.nan)
         seg = self._segments(X)
         for i, a in enumerate(self.arms_):
             if not self.n_treated_[a]:
-                out[:, i + 1] = p0
                 continue
             z = self.lift_z
             pooled = self.theta_[a] - z * self.theta_se_.get(a, 0.0)
             cells = self.theta_segment_[a]
             cell_se = self.theta_segment_se_.get(a, {})
             by_seg = np.array([cells[k] - z * cell_se.get(k, 0.0) if k in cells else pooled for k in self.segments_])
-            theta = np.where(seg >= 0, np.append(by_seg, pooled)[seg], pooled)
-            out[:, i + 1] = 1.0 - (1.0 - p0) ** np.exp(theta)
+            out[:, i] = np.where(seg >= 0, np.append(by_seg, pooled)[seg], pooled)
+        return out
+
+    def predict_log_hazard_ratio(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, arms) for the "lift" learner: theta with P(outcome | arm) = 1 - (1 - p0) ** exp(theta), for any
+        p0 (e.g. a better calibrated base model's); NaN for arms not modelled. Other learners: ValueError."""
+        if self.learner != "lift":
+            raise ValueError("only the lift learner has a log-hazard ratio")
+        return self._lift_theta(X)
+
+    def _lift_outcomes(self, X: pd.DataFrame, enc: pd.DataFrame) -> np.ndarray:
+        n = len(enc)
+        out = np.empty((n, 1 + len(self.arms_)))
+        p0 = np.clip(self._mu(self.control, enc), 0.0, 1.0)
+        out[:, 0] = p0
+        theta = self._lift_theta(X)
+        for i in range(len(self.arms_)):
+            t = theta[:, i]
+            out[:, i + 1] = np.where(np.isnan(t), p0, 1.0 - (1.0 - p0) ** np.exp(np.nan_to_num(t)))
         return out
 
     # ---------------------------------------------------------------- prediction
@@ -302,6 +321,7 @@ class UpliftModel(BaseEstimator):
         state = {k: v for k, v in self.get_params().items()}
         state["features"] = list(state["features"]) if state["features"] is not None else None
         state["categorical"] = list(state["categorical"])
+        state["prior_theta"] = dict(state["prior_theta"]) if state["prior_theta"] is not None else None
         return {
             "params": state,
             "feature_names": self.feature_names_,
@@ -317,6 +337,7 @@ class UpliftModel(BaseEstimator):
             "theta_se": getattr(self, "theta_se_", {}),
             "theta_segment": getattr(self, "theta_segment_", {}),
             "theta_segment_se": getattr(self, "theta_segment_se_", {}),
+            "prior_theta_fitted": getattr(self, "prior_theta_", {}),
             "boosters": {name: b.model_to_string() for name, b in self.boosters_.items()},
         }
 
@@ -340,6 +361,7 @@ class UpliftModel(BaseEstimator):
         model.theta_segment_se_ = {
             a: {k: float(v) for k, v in d.items()} for a, d in state.get("theta_segment_se", {}).items()
         }
+        model.prior_theta_ = {k: float(v) for k, v in state.get("prior_theta_fitted", {}).items()}
         model.boosters_ = {name: lgb.Booster(model_str=text) for name, text in state["boosters"].items()}
         return model
 

@@ -322,6 +322,13 @@ def model_feature_columns(features: pd.DataFrame) -> tuple[list[str], list[str]]
 
 @dataclass
 class UpliftParams:
+    """The uplift learner's settings. With the default "lift" learner each action's log-hazard ratio starts at the
+    catalog's documented prior (log(1 + prior_lift)) and moves only as far as the logged data is sure of:
+    `lift_prior_sd` (pooled over stages) and `segment_prior_sd` (per stage, around the pooled one) are prior
+    standard deviations on that scale. 0.05 because on the simulator the true per-stage effects are within
+    about +-0.05 while the logs estimate them with standard errors of 0.03 to 0.5 (docs/actions.md,
+    "Where the value is lost"): wider priors let noise pick the actions."""
+
     learner: str = "lift"
     n_estimators: int = 150
     learning_rate: float = 0.05
@@ -329,14 +336,20 @@ class UpliftParams:
     min_child_samples: int = 100
     max_weight: float = 20.0
     min_arm_rows: int = 200
-    lift_prior_sd: float = 0.5
-    segment_prior_sd: float = 0.5
+    lift_prior_sd: float = 0.05
+    segment_prior_sd: float = 0.05
     lift_z: float = 0.0
     seed: int = 0
 
-    def estimator(self, features: list[str], categorical: list[str], segment: str | None = None) -> UpliftModel:
+    def estimator(
+        self,
+        features: list[str],
+        categorical: list[str],
+        segment: str | None = None,
+        prior_theta: dict[str, float] | None = None,
+    ) -> UpliftModel:
         return UpliftModel(
-            learner=self.learner, segment=segment, lift_prior_sd=self.lift_prior_sd,
+            learner=self.learner, segment=segment, lift_prior_sd=self.lift_prior_sd, prior_theta=prior_theta,
             segment_prior_sd=self.segment_prior_sd, lift_z=self.lift_z, features=features, categorical=categorical,
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate, num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
@@ -366,7 +379,8 @@ def fit_uplift_models(
         ctrl = (rows["treatment"] == NO_ACTION).to_numpy()
         if y is None or not ctrl.any() or y[ctrl].min() == y[ctrl].max():
             continue
-        est = params.estimator(cols, cat, segment=catalog.columns.stage)
+        prior = {a.id: math.log1p(a.prior_lift) for a in catalog.actions if a.id != NO_ACTION}
+        est = params.estimator(cols, cat, segment=catalog.columns.stage, prior_theta=prior)
         models[group] = est.fit(
             features, rows["treatment"].to_numpy(), y, propensity=rows["propensity"].to_numpy(float),
             sample_weight=rows["weight"].to_numpy(float),
@@ -777,6 +791,7 @@ class SimEvalConfig:
     budget_share: float = 0.2  # every policy contacts at most this share of the customers
     holdout_share: float = 0.05
     train: TrainConfig = field(default_factory=TrainConfig)
+    references: bool = True  # also value the "how much is reachable" references (a few seconds more)
 
 
 def simulator_catalog(catalog: Catalog, action_ids: Sequence[str]) -> Catalog:
@@ -920,6 +935,7 @@ def off_policy_estimates(
     contact_model: Any,
     truth: np.ndarray | None = None,
     max_weight: float = 1000.0,
+    dr_max_weight: float = 20.0,
 ) -> dict[str, float]:
     """IPS and doubly robust estimates of the policy's incremental value per 1,000 logged decisions.
 
@@ -928,8 +944,12 @@ def off_policy_estimates(
     logged rows alone: IPS weights the rows whose logged action equals the target's (first
     term) or is "none" (second term) by 1 / propensity (the logged one for contacts, 1 - P(contact
     | x) from `contact_model` for controls) and by the control sampling weight; DR adds the
-    uplift model's predictions as the control variate. Standard errors (`*_se`) are those of a
-    mean over rows. The estimates need the logging policy to have tried every decision the target
+    uplift model's predictions as the control variate. IPS weights are capped at `max_weight`
+    (1,000: practically unbiased, and its variance shows); DR's at `dr_max_weight` (20: a contact
+    the logging policy made at random, propensity 0.00125, would otherwise weigh 800 and decide the
+    estimate alone; the model term carries what clipping removes). On the simulator clipping DR
+    at 20 cut its standard error about 3x. Standard errors (`*_se`) are those of a mean over rows.
+    The estimates need the logging policy to have tried every decision the target
     makes: pass a policy whose contact rules stay within the logged support (see
     `logged_min_gap_days`). `truth` (rows x catalog actions, true uplift in P(purchase)) adds the
     true value of the same decisions.
@@ -964,7 +984,9 @@ def off_policy_estimates(
     reward0, q0 = acts * y * v * scale, acts * mu0 * v * scale
     match1 = (logged == target) & acts
     ips_rows = ips_terms(reward1, match1, prop, max_weight) - ips_terms(reward0, ctrl, prop, max_weight)
-    dr_rows = dr_terms(reward1, match1, prop, q1, q1, max_weight) - dr_terms(reward0, ctrl, prop, q0, q0, max_weight)
+    dr_rows = dr_terms(reward1, match1, prop, q1, q1, dr_max_weight) - dr_terms(
+        reward0, ctrl, prop, q0, q0, dr_max_weight
+    )
     se = 1000.0 / math.sqrt(max(n, 1))
     out = {
         "decisions": float(n),
@@ -973,6 +995,7 @@ def off_policy_estimates(
         "ips_se": se * float(ips_rows.std()),
         "dr_per_1000": 1000.0 * float(dr_rows.mean()),
         "dr_se": se * float(dr_rows.std()),
+        "dr_max_weight": float(dr_max_weight),
         "model_per_1000": 1000.0 * float(np.mean(np.where(acts, decision.eiv[r, target], 0.0) * scale)),
     }
     if truth is not None:
@@ -1052,6 +1075,19 @@ def evaluate_on_simulator(
     cell_eiv[:, no_action] = 0.0
     order, _ = rank(cell_eiv, no_action, 1, inputs.cost, max_contacts=budget)
     choices["oracle_stage_propensity"] = order[:, 0]
+    priors = decide_arrays(feats, scores, Policy(catalog, holdout_share=cfg.holdout_share), k=1, max_contacts=budget)
+    choices["priors_only"] = priors.top
+    if cfg.references:
+        # How much of the oracle's value is within reach at all (references, not policies one could run):
+        # the true effects averaged by the latent effect type (persuadable, indifferent, sleeping dog) x
+        # stage x p_base, and LightGBM regressions of the true effects themselves on the decision features
+        # (cross-fitted on two halves of the customers), the best any model of these features can do.
+        lat = sim.latent.set_index(sim.latent["customer_id"].astype(str)).reindex(known)
+        typed = cell + "|" + lat["effect_type"].astype(str).to_numpy()
+        typed_mean = pd.DataFrame(effect).groupby(typed.to_numpy()).transform("mean").to_numpy()
+        choices["oracle_effect_type"] = _rank_top(typed_mean, eligible, inputs.value, inputs.cost, no_action, budget)
+        fitted = _crossfit_effects(feats, effect, no_action, cfg.seed)
+        choices["ceiling_features"] = _rank_top(fitted, eligible, inputs.value, inputs.cost, no_action, budget)
     per = 1000.0 / len(known)
     table = {}
     for name, choice in choices.items():
@@ -1075,6 +1111,7 @@ def evaluate_on_simulator(
     ours = table["journeyml"]["value_per_1000"]
     best_propensity = max((v["value_per_1000"] for k, v in table.items() if k.startswith("propensity_")), default=0.0)
     reference = table["oracle_stage_propensity"]["value_per_1000"]
+    ceiling = table.get("ceiling_features", {}).get("value_per_1000")
     return {
         "ok": True,
         "customers": int(len(known)),
@@ -1091,10 +1128,44 @@ def evaluate_on_simulator(
         "policies": table,
         "share_of_oracle": round(ours / oracle, 4) if oracle > 0 else None,
         "share_of_stage_propensity_reference": round(ours / reference, 4) if reference > 0 else None,
+        "share_of_feature_ceiling": round(ours / ceiling, 4) if ceiling and ceiling > 0 else None,
         "vs_best_propensity": round(ours / best_propensity, 4) if best_propensity > 0 else None,
         "off_policy": {k: round(v, 3) if math.isfinite(v) else None for k, v in ope.items()},
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _rank_top(
+    uplift: np.ndarray, eligible: np.ndarray, value: np.ndarray, cost: np.ndarray, no_action: int, budget: int
+) -> np.ndarray:
+    """The action each customer gets when `uplift` is taken as the truth (same rules and budget)."""
+    eiv = np.where(eligible, uplift * value - cost[None, :], -np.inf)
+    eiv[:, no_action] = 0.0
+    order, _ = rank(eiv, no_action, 1, cost, max_contacts=budget)
+    return order[:, 0]
+
+
+def _crossfit_effects(features: pd.DataFrame, effect: np.ndarray, no_action: int, seed: int) -> np.ndarray:
+    """Per action, LightGBM regressions of the true effects on the features, each half predicted by the other."""
+    import lightgbm as lgb
+
+    from models.estimators import encode_frame
+
+    cols, cat = model_feature_columns(features)
+    X = encode_frame(features, cols, learn_categories(features, cat))
+    half = np.random.default_rng(seed).random(len(X)) < 0.5
+    params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 50,
+              "num_threads": 2, "seed": seed, "deterministic": True, "force_row_wise": True, "verbose": -1}  # fmt: skip
+    out = np.zeros_like(effect)
+    for j in range(effect.shape[1]):
+        if j == no_action:
+            continue
+        for fit_on in (half, ~half):
+            if fit_on.sum() < 100 or (~fit_on).sum() == 0:
+                continue
+            booster = lgb.train(params, lgb.Dataset(X[fit_on], effect[fit_on, j]), num_boost_round=150)
+            out[~fit_on, j] = booster.predict(X[~fit_on])
+    return out
 
 
 def _truth_for_rows(sim: Any, rows: pd.DataFrame, action_ids: list[str], horizon: int) -> np.ndarray:
@@ -1118,8 +1189,11 @@ def evaluation_table(result: dict[str, Any]) -> str:
         "stage_rule": "stage-to-action rule",
         "propensity_churn": "propensity: churn risk -> win_back_offer",
         "propensity_next_purchase": "propensity: purchase -> cart_reminder",
+        "priors_only": "catalog priors alone (no learning)",
         "journeyml": "journeyml uplift policy",
         "oracle_stage_propensity": "reference: true effects by stage x p_base",
+        "ceiling_features": "reference: model fitted to true effects",
+        "oracle_effect_type": "reference: + latent effect type",
         "oracle": "oracle (true effects)",
     }
     lines = [f"{'policy':44} {'value / 1,000 customers':>24} {'contacts':>9}"]
@@ -1130,7 +1204,8 @@ def evaluation_table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"journeyml: {result['share_of_oracle']} of the oracle, {result['share_of_stage_propensity_reference']} of "
-        f"the stage x p_base reference, {result['vs_best_propensity']} x the best propensity targeting"
+        f"the stage x p_base reference, {result.get('share_of_feature_ceiling')} of the feature ceiling, "
+        f"{result['vs_best_propensity']} x the best propensity targeting"
     )
     ope = result["off_policy"]
     lines.append(
@@ -1138,7 +1213,8 @@ def evaluation_table(result: dict[str, Any]) -> str:
         f"{int(ope['decisions']):,} held-out logged decisions, value / 1,000 decisions:"
     )
     lines.append(
-        f"  IPS {ope['ips_per_1000']:,.2f} (se {ope['ips_se']:,.2f})   DR {ope['dr_per_1000']:,.2f} "
+        f"  IPS {ope['ips_per_1000']:,.2f} (se {ope['ips_se']:,.2f})   DR (weights <= {ope['dr_max_weight']:g}) "
+        f"{ope['dr_per_1000']:,.2f} "
         f"(se {ope['dr_se']:,.2f})   model {ope['model_per_1000']:,.2f}   "
         f"true {ope.get('true_per_1000', math.nan):,.2f}"
     )

@@ -164,3 +164,26 @@ def test_off_policy_estimators_by_hand() -> None:
     assert dr_value(reward, match, prop, q, q) == pytest.approx(2.0)
     # with a perfect outcome model, DR ignores the propensities
     assert dr_value(reward, match, prop, reward, reward) == pytest.approx(reward.mean())
+
+
+def test_lift_learner_starts_from_the_documented_prior() -> None:
+    # Action "a" truly multiplies the hazard by 1.8 (theta 0.59) in the hot segment and does nothing in the cold one.
+    X, t, y, _ = experiment(n=6000, seed=3)
+    prior = {"a": float(np.log1p(0.05)), "b": float(np.log1p(0.05))}
+    tight = UpliftModel(learner="lift", categorical=["segment"], segment="segment", prior_theta=prior,
+                        lift_prior_sd=0.01, segment_prior_sd=0.01, **SMALL).fit(X, t, y)  # fmt: skip
+    loose = UpliftModel(learner="lift", categorical=["segment"], segment="segment", prior_theta=prior,
+                        lift_prior_sd=1.0, segment_prior_sd=1.0, **SMALL).fit(X, t, y)  # fmt: skip
+    hot = (X["segment"] == "hot").to_numpy()
+    theta_tight, theta_loose = tight.predict_log_hazard_ratio(X), loose.predict_log_hazard_ratio(X)
+    assert np.abs(theta_tight - np.log1p(0.05)).max() < 0.06  # a tight prior moves little for 2,000 rows per arm
+    assert theta_loose[hot, 0].mean() > 0.35 and abs(theta_loose[~hot, 0].mean()) < 0.2  # a loose one lets data speak
+    assert tight.prior_theta_ == prior
+    # P(outcome | arm) = 1 - (1 - p0) ** exp(theta), and the state survives a round trip
+    out = loose.predict_outcomes(X)
+    assert np.allclose(out[:, 1:], 1 - (1 - out[:, [0]]) ** np.exp(theta_loose))
+    again = UpliftModel.from_dict(loose.to_dict())
+    assert again.prior_theta_ == loose.prior_theta_
+    assert np.allclose(again.predict_outcomes(X), out)
+    with pytest.raises(ValueError, match="lift"):
+        UpliftModel(learner="t", **SMALL).fit(X, t, y).predict_log_hazard_ratio(X)

@@ -313,3 +313,25 @@ def test_cli_train_from_the_store_and_evaluate(workspace: Path, tmp_path: Path) 
     assert values["oracle"] >= max(values.values()) - 1e-9
     assert all(v["contacts"] <= table["budget_contacts"] for v in table["policies"].values())
     assert {"ips_per_1000", "dr_per_1000", "true_per_1000"} <= set(table["off_policy"])
+
+
+@pytest.mark.slow
+def test_trained_policy_beats_propensity_targeting_on_a_simulated_population() -> None:
+    """10,000 simulated customers over a year, judged with the simulator's true effects (about 45 s).
+
+    Measured (value per 1,000 customers): seed 0: journeyml 10.97, cart reminder to the highest purchase
+    propensities 5.88 (1.9x); seed 3: 6.50 vs 2.72 (2.4x). The margin asked here, 1.3x, leaves room for noise.
+    """
+    from training.nba import SimEvalConfig, evaluate_on_simulator
+
+    cfg = SimEvalConfig(customers=10_000, days=365, seed=0, references=False)
+    result = evaluate_on_simulator(cfg)
+    values = {k: v["value_per_1000"] for k, v in result["policies"].items()}
+    best_propensity = max(values["propensity_next_purchase"], values["propensity_churn"])
+    assert values["journeyml"] > 0
+    assert values["journeyml"] > 1.3 * best_propensity
+    assert values["journeyml"] > max(values["random"], values["stage_rule"])
+    assert values["oracle"] >= max(values.values()) - 1e-9
+    assert result["vs_best_propensity"] > 1.3
+    contacts = result["policies"]["journeyml"]["contacts"]
+    assert 0 < contacts <= result["budget_contacts"]
