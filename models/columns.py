@@ -23,6 +23,38 @@ def _numeric_dtype(dtype: Any) -> bool:
     return getattr(dtype, "kind", "O") in "fiub"
 
 
+def _float_blocks(frame: pd.DataFrame) -> tuple[np.ndarray, dict[Any, int]] | None:
+    """The frame's numeric columns as one float64 matrix without going column by column: pandas
+    keeps same-dtype columns in 2-D blocks, and a feature frame (online or offline) holds its
+    numbers in one float64 block. Selecting ~150 columns of a one-row frame through the public
+    API cost ~0.25 ms, a tenth of a request; reading the blocks costs microseconds. None (use the
+    public path) when a numeric column is a nullable extension type, or pandas' internals are not
+    what this expects."""
+    try:
+        columns = frame.columns
+        if columns.has_duplicates:
+            return None
+        parts: list[np.ndarray] = []
+        pos: dict[Any, int] = {}
+        width = 0
+        for block in frame._mgr.blocks:
+            if not _numeric_dtype(block.dtype):
+                continue
+            values = block.values
+            if not isinstance(values, np.ndarray) or values.ndim != 2:
+                return None
+            for j, loc in enumerate(block.mgr_locs.as_array.tolist()):
+                pos[columns[loc]] = width + j
+            width += values.shape[0]
+            parts.append(values if values.dtype == np.float64 else values.astype(np.float64))
+        if not parts:
+            return np.empty((len(frame), 0)), {}
+        matrix = parts[0].T if len(parts) == 1 else np.concatenate(parts, axis=0).T
+        return matrix, pos
+    except (AttributeError, TypeError, IndexError):
+        return None
+
+
 class FeatureColumns:
     """Columns of `frame` as numpy arrays, converted once and cached."""
 
@@ -39,6 +71,10 @@ class FeatureColumns:
 
     def _ensure_block(self) -> np.ndarray:
         if self._block is None:
+            fast = _float_blocks(self.frame)
+            if fast is not None:
+                self._block, self._pos = fast
+                return self._block
             names = [c for c, dt in zip(self.frame.columns, self.frame.dtypes, strict=True) if _numeric_dtype(dt)]
             self._pos = {c: i for i, c in enumerate(names)}
             if names:

@@ -376,11 +376,20 @@ class DiscreteHazardModel(_GBMBase):
 
     def hazards_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """(n_rows, n_bins) conditional probability of the event in each period, from an encoded
-        matrix: every period stacked into one predict call (one call, not one per period)."""
+        matrix. Few rows (an API request): every period stacked into one predict call, since the
+        per-call cost dominates. Many rows (batch): one copy of the matrix with a period column,
+        rewritten in place for each period, so memory stays at one matrix instead of one per period."""
         n, bins = len(matrix), len(self.bins_days)
-        stacked = self.with_periods(matrix, range(bins))
-        flat = np.asarray(booster_predict(self.booster_, stacked, num_iteration=self.best_iteration_), dtype=float)
-        return flat.reshape(bins, n).T
+        if n * bins <= SMALL_BATCH:
+            stacked = self.with_periods(matrix, range(bins))
+            flat = np.asarray(booster_predict(self.booster_, stacked, num_iteration=self.best_iteration_), dtype=float)
+            return flat.reshape(bins, n).T
+        buffer = self.with_periods(matrix, [0])
+        out = np.empty((n, bins))
+        for k in range(bins):
+            buffer[:, -1] = np.float32(k)
+            out[:, k] = booster_predict(self.booster_, buffer, num_iteration=self.best_iteration_)
+        return out
 
     def hazards(self, X: pd.DataFrame) -> np.ndarray:
         """(n_rows, n_bins) conditional probability of the event in each period."""

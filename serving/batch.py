@@ -567,14 +567,32 @@ ACTION_FIELDS = ("action", "expected_incremental_value", "uplift", "p_base", "va
 def actions_json(actions: list[list[dict[str, Any]]]) -> np.ndarray:
     """Each customer's recommendations as JSON text (the API's ActionRecommendation fields, numbers to six
     decimals), built column-wise with Arrow: per-row json.dumps was a fifth of the batch time."""
-    import pyarrow.compute as pc
-
     lengths = np.fromiter((len(row) for row in actions), dtype=np.int64, count=len(actions))
     flat = [a for row in actions for a in row]
+    return _actions_json({key: [a.get(key) for a in flat] for key in ACTION_FIELDS}, lengths)
+
+
+def action_rows_json(rows: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(top action, actions JSON) per customer from `decide_columnar`'s long frame (one row per
+    customer and rank, customers in order, each with a rank-1 row): the text `actions_json` gives
+    for `decide`'s dicts, without building them."""
+    first = rows["rank"].to_numpy() == 1
+    row_of = np.cumsum(first) - 1
+    lengths = np.bincount(row_of, minlength=n).astype(np.int64)
+    top = rows["action"].to_numpy(dtype=object)[first]
+    columns = {key: rows[key].to_numpy() for key in ACTION_FIELDS}
+    columns["action"] = rows["action"].astype(str).to_numpy(dtype=object)
+    columns["reason"] = rows["reason"].astype(str).to_numpy(dtype=object)
+    return top, _actions_json(columns, lengths)
+
+
+def _actions_json(columns: dict[str, Any], lengths: np.ndarray) -> np.ndarray:
+    import pyarrow.compute as pc
+
     pieces: list[Any] = []
     for i, key in enumerate(ACTION_FIELDS):
         pieces.append(("{" if i == 0 else ",") + json.dumps(key) + ":")
-        values = [a.get(key) for a in flat]
+        values = columns[key]
         if key in ("action", "reason"):
             words = {v: json.dumps(v) for v in set(values)}
             pieces.append(pa.array([words[v] for v in values], pa.string()))
@@ -589,28 +607,33 @@ def actions_json(actions: list[list[dict[str, Any]]]) -> np.ndarray:
     return pc.binary_join_element_wise("[", rows, "]", "").to_numpy(zero_copy_only=False)
 
 
-def format_rows(table: pd.DataFrame, ctx: ScoringContext) -> pd.DataFrame:
-    """score_table's rows -> the output rows (flat columns; actions and reasons as JSON text)."""
-    n = len(table)
+def format_rows(table: dict[str, Any] | pd.DataFrame, ctx: ScoringContext) -> pd.DataFrame:
+    """score_columns' columns (or score_table's rows) -> the output rows (flat columns; actions and
+    reasons as JSON text)."""
+    n = len(table["customer_id"])
+    keys = set(table.keys())
     out: dict[str, Any] = {
         "run_id": np.full(n, ctx.run_id, dtype=object),
-        "customer_id": table["customer_id"].astype(str).to_numpy(),
+        "customer_id": pd.Series(table["customer_id"]).astype(str).to_numpy(),
         "cutoff": pd.Series(ctx.cutoff, index=range(n)).astype("datetime64[us, UTC]").to_numpy(),
         "stage": [None if s is None or s != s else str(s) for s in table["stage"]],
-        "cold_start": table["cold_start"].to_numpy(dtype=bool),
-        "holdout": table["holdout"].to_numpy(dtype=bool),
+        "cold_start": np.asarray(table["cold_start"], dtype=bool),
+        "holdout": np.asarray(table["holdout"], dtype=bool),
     }
     for task in ctx.tasks:
         for col in ctx.models[task].outputs:
-            out[col] = table[col].to_numpy(dtype=float) if col in table.columns else np.full(n, np.nan)
-        out[f"{task}_percentile"] = table[f"{task}_percentile"].to_numpy(dtype=float)
-        out[f"{task}_cold_start"] = table[f"{task}_cold_start"].to_numpy(dtype=bool)
+            out[col] = np.asarray(table[col], dtype=float) if col in keys else np.full(n, np.nan)
+        out[f"{task}_percentile"] = np.asarray(table[f"{task}_percentile"], dtype=float)
+        out[f"{task}_cold_start"] = np.asarray(table[f"{task}_cold_start"], dtype=bool)
         out[f"{task}_model_version"] = np.full(n, ctx.versions.get(task), dtype=object)
-    actions = table["actions"].tolist()
-    out["top_action"] = [a[0]["action"] if a else None for a in actions]
-    out["actions"] = actions_json(actions)
+    if "action_rows" in keys:
+        out["top_action"], out["actions"] = action_rows_json(table["action_rows"], n)
+    else:
+        actions = list(table["actions"])
+        out["top_action"] = [a[0]["action"] if a else None for a in actions]
+        out["actions"] = actions_json(actions)
     if ctx.reasons:
-        columns = [(t, table[f"{t}_reasons"].tolist()) for t in ctx.tasks if f"{t}_reasons" in table.columns]
+        columns = [(t, list(table[f"{t}_reasons"])) for t in ctx.tasks if f"{t}_reasons" in keys]
         out["reasons"] = [
             _dumps({t: [{k: _r6(r[k]) for k in ("feature", "value", "contribution", "text")} for r in rs[i]]
                     for t, rs in columns})
@@ -624,9 +647,11 @@ def format_rows(table: pd.DataFrame, ctx: ScoringContext) -> pd.DataFrame:
 
 def score_chunk(features: pd.DataFrame, ctx: ScoringContext) -> pd.DataFrame:
     """One chunk of feature rows -> output rows, through the API's scoring function."""
-    from serving.scoring import score_table
+    from serving.scoring import score_columns
 
-    table = score_table(features, ctx.scorer, ctx.policy, ctx.reference, explain=ctx.reasons, actions=True)
+    table = score_columns(
+        features, ctx.scorer, ctx.policy, ctx.reference, explain=ctx.reasons, actions=True, action_rows=True
+    )
     return format_rows(table, ctx)
 
 

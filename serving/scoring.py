@@ -77,9 +77,15 @@ def score_columns(
     explain: bool = True,
     actions: bool = True,
     k: int = 3,
+    action_rows: bool = False,
 ) -> dict[str, Any]:
     """The scoring function, as a dict of columns (numpy arrays; lists of dicts for reasons and
-    actions). `score_table` is the same as a frame; the API formats these columns directly."""
+    actions). `score_table` is the same as a frame; the API formats these columns directly.
+
+    `action_rows=True` (batch scoring) keeps the decision as `models.nba.decide_columnar`'s long
+    frame under "action_rows" (one row per customer and rank) instead of building an "actions"
+    list of dicts per customer: the same decision (`decide` is that frame, regrouped), without
+    the dicts that batch output would turn straight back into columns."""
     chosen = [t for t in (tasks or TASK_ORDER) if t in scorer.tasks]
     features = features.reset_index(drop=True)
     n = len(features)
@@ -89,7 +95,14 @@ def score_columns(
         if col is not None:
             table[f"{task}_percentile"] = reference.percentile(col, np.asarray(table[col], dtype=float))
     table["stage"] = features[STAGE_COLUMN].to_numpy() if STAGE_COLUMN in features.columns else np.full(n, None)
-    if actions and policy is not None:
+    if actions and policy is not None and action_rows and n:
+        from models.nba import decide_columnar
+
+        long = decide_columnar(features, _nba_scores(table), policy, k)
+        table["action_rows"] = long
+        first = long["rank"].to_numpy() == 1  # every customer has a rank-1 row, in feature-row order
+        table["holdout"] = long["holdout"].to_numpy(dtype=bool)[first]
+    elif actions and policy is not None:
         from models.nba import decide, holdout_mask
 
         table["actions"] = decide(features, _nba_scores(table), policy, k=k)

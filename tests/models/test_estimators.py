@@ -148,3 +148,49 @@ def test_baselines_fit_on_features(churn_fit) -> None:
     btyd = BTYDBaseline(90, "churn").fit(model.augment(ds.train.features), y)
     q = btyd.predict_proba(model.augment(ds.test.features))[:, 1]
     assert classification_metrics(ds.test.labels["label"], q)["auc"] > 0.6
+
+
+# ---------------------------------------------------------------- the array path (serving)
+@pytest.mark.parametrize("n", [3, 700])  # periods stacked into one call; one buffer rewritten per period
+def test_hazards_from_a_matrix_equal_one_predict_per_period(n: int) -> None:
+    X, y = toy(3000, seed=4)
+    rng = np.random.default_rng(1)
+    ev = np.where(y == 1, rng.uniform(1, 60, len(y)), np.nan)
+    timing = pd.DataFrame({"event_days": ev, "followup_days": np.full(len(y), 90.0)})
+    est = DiscreteHazardModel(n_estimators=30, categorical=("cat",), bins_days=(7, 30, 90), horizons=(7, 30, 90))
+    est.fit(X, timing)
+    Xs = X.head(n)
+    enc = encode_frame(Xs, est.feature_names_, est.categories_)
+    per_period = np.column_stack(
+        [est.booster_.predict(enc.assign(period=np.float32(k)), num_iteration=est.best_iteration_) for k in range(3)]
+    )
+    np.testing.assert_array_equal(est.hazards(Xs), per_period)
+    got = est.horizons_matrix(enc.to_numpy(np.float32))
+    want = est.predict_horizons(Xs)
+    for col in want.columns:
+        np.testing.assert_array_equal(got[col], want[col].to_numpy())
+    contrib = est.contributions(Xs).to_numpy()
+    np.testing.assert_allclose(est.contributions_matrix(enc.to_numpy(np.float32)), contrib, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [5, 900])  # categorical codes from a dict (few rows) and from pd.Categorical
+def test_encode_columns_equals_encode_frame(n: int) -> None:
+    from models.columns import FeatureColumns
+
+    X, _ = toy(n, seed=2)
+    X["flag"] = X["x1"] > 0  # bool
+    X["count"] = np.arange(n)  # int
+    X["text_number"] = X["x2"].astype(object)  # numbers in an object column
+    X.loc[: n // 3, "cat"] = None
+    X.loc[n // 2 :, "cat"] = "never-seen"
+    features = ["x1", "cat", "flag", "count", "text_number", "absent"]
+    categories = {"cat": ["a", "b", "c"]}
+    expected = encode_frame(X, features, categories).to_numpy()
+    np.testing.assert_array_equal(
+        FeatureColumns(X).numeric_matrix(["x1", "flag", "count", "text_number", "absent"]).astype(np.float32),
+        expected[:, [0, 2, 3, 4, 5]],
+    )
+    from models.columns import encode_matrix
+
+    np.testing.assert_array_equal(encode_matrix(FeatureColumns(X), features, categories, {}), expected)
+    np.testing.assert_array_equal(FeatureColumns(X).missing("cat"), X["cat"].isna().to_numpy())

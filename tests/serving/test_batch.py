@@ -160,6 +160,24 @@ def test_listed_customers_csv_with_reasons_match_the_api_function(trained_home: 
         assert texts == [r["text"] for r in direct.loc[cid, "churn_reasons"]]
 
 
+def test_batch_actions_from_the_long_decision_equal_the_api_dicts(trained_home: Path) -> None:
+    """Batch formats `decide_columnar`'s long frame directly; the API gets `decide`'s dicts. Same text."""
+    from serving.batch import format_rows, load_context
+    from serving.scoring import score_columns
+
+    table = pd.read_parquet(feature_table(trained_home)).rename(columns={"event_timestamp": "cutoff"})
+    frame = pd.concat([table.head(300), table.head(20).assign(customer_id=[f"new-{i}" for i in range(20)])])
+    frame.loc[frame.index[-20:], [c for c in table.columns if table[c].dtype.kind == "f"]] = np.nan
+    ctx, _ = load_context(settings_for(trained_home), table_cutoff(trained_home))
+    ctx.run_id, ctx.reasons = "test", True
+    assert ctx.policy is not None
+    kwargs = {"explain": True, "actions": True}
+    long = format_rows(score_columns(frame, ctx.scorer, ctx.policy, ctx.reference, **kwargs, action_rows=True), ctx)
+    dicts = format_rows(score_columns(frame, ctx.scorer, ctx.policy, ctx.reference, **kwargs), ctx)
+    pd.testing.assert_frame_equal(long, dicts)
+    assert long["actions"].str.startswith('[{"action":').all() and long["top_action"].notna().all()
+
+
 def test_features_computed_when_no_table_and_drift_names_the_features(trained_home: Path, tmp_path: Path) -> None:
     import duckdb
 
