@@ -8,7 +8,8 @@ Part 1 prints, per seed, the value per 1,000 customers of random actions, a stag
 propensity targeting, journeyml's uplift policy and the oracle (`training.nba.evaluate_on_simulator`,
 the same code as `journey nba evaluate`), plus the off-policy estimates. Part 2 times `decide_columnar`
 and `decide` on a synthetic feature/score matrix with the default catalog (priors only, so the time is
-the decision itself, not model inference).
+the decision itself, not model inference), and `decide` / `decide_columnar` for one customer (the API's
+case; `decide` then works row by row).
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ def speed(rows: int, seed: int = 0) -> dict[str, float]:
     t = time.perf_counter()
     decide(features.iloc[:n_list], scores.iloc[:n_list], policy, k=3)
     out[f"list_{n_list}_s"] = time.perf_counter() - t
+    # One customer, as the API asks: the row-by-row path against the vectorised one on the same row.
+    one, one_scores = features.iloc[:1].copy(), scores.iloc[:1].copy()
+    for name, fn in (("decide_1_customer_ms", decide), ("columnar_1_customer_ms", decide_columnar)):
+        fn(one, one_scores, policy, k=3)
+        calls = 300 if fn is decide else 30
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn(one, one_scores, policy, k=3)
+        out[name] = (time.perf_counter() - t) / calls * 1000.0
     return out
 
 
@@ -104,6 +114,8 @@ def main() -> None:
     for key, value in timing.items():
         if key.endswith("_s"):
             print(f"  {key[:-2]:24} {value:8.2f} s")
+        elif key.endswith("_ms"):
+            print(f"  {key[:-3]:24} {value:8.3f} ms")
     if args.json:
         print(json.dumps(timing))
 

@@ -47,10 +47,24 @@ from sklearn.base import BaseEstimator
 from models.estimators import booster_predict, encode_frame, learn_categories
 
 ARM_FEATURE = "__arm"
+SMALL_ROWS = 32  # up to this many rows (an API request) features are encoded row by row, without pandas per column
+_NAN = float("nan")
+
+
+def _number(v: Any) -> float:
+    """A cell as `encode_frame` reads a numeric column (NaN when not a number)."""
+    if v is None or v is pd.NA:
+        return _NAN
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return _NAN
 
 
 class UpliftModel(BaseEstimator):
     """Multi-arm uplift for one binary outcome. See the module docstring."""
+
+    _category_codes: dict[str, dict[str, float]] | None = None  # category -> code per column, for `_encode_small`
 
     def __init__(
         self,
@@ -116,7 +130,34 @@ class UpliftModel(BaseEstimator):
         return lgb.train(self._params(objective), data, num_boost_round=self.n_estimators)
 
     def _encode(self, X: pd.DataFrame) -> pd.DataFrame:
+        if 0 < len(X) <= SMALL_ROWS and X.columns.is_unique:
+            return self._encode_small(X)
         return encode_frame(X, self.feature_names_, self.categories_)
+
+    def _encode_small(self, X: pd.DataFrame) -> pd.DataFrame:
+        """`encode_frame` for a few rows: one object conversion of the frame, then plain Python per cell."""
+        names = self.feature_names_
+        lookup: dict[str, dict[str, float]] | None = getattr(self, "_category_codes", None)
+        if lookup is None:
+            lookup = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
+            self._category_codes = lookup
+        positions = X.columns.get_indexer(names).tolist()
+        values = X.to_numpy(dtype=object)
+        out = np.full((len(X), len(names)), np.nan, dtype=np.float32)
+        for r in range(len(X)):
+            row = values[r]
+            cells = [_NAN] * len(names)
+            for i, (name, p) in enumerate(zip(names, positions, strict=True)):
+                if p < 0:
+                    continue
+                v = row[p]
+                codes = lookup.get(name)
+                if codes is None:
+                    cells[i] = _number(v)
+                elif not (v is None or v is pd.NA or (isinstance(v, float) and v != v)):
+                    cells[i] = codes.get(str(v), _NAN)
+            out[r] = cells
+        return pd.DataFrame(out, columns=names, index=X.index)
 
     def _weights(
         self, arm_codes: np.ndarray, propensity: np.ndarray | None, sample_weight: np.ndarray | None
@@ -153,6 +194,7 @@ class UpliftModel(BaseEstimator):
         cols = list(self.features) if self.features is not None else [str(c) for c in X.columns]
         self.feature_names_ = cols
         self.categories_ = learn_categories(X, [c for c in self.categorical if c in cols])
+        self._category_codes = None
         arms = sorted(set(treatment.tolist()) - {self.control})
         self.arms_ = list(arms)
         codes = np.full(len(treatment), -1, dtype=np.int64)
@@ -209,6 +251,10 @@ class UpliftModel(BaseEstimator):
         """Segment index per row into `segments_` (-1: unknown or no segment column)."""
         if not self.segment or self.segment not in X.columns:
             return np.full(len(X), -1, dtype=np.int64)
+        if len(X) <= SMALL_ROWS:
+            where = {name: i for i, name in enumerate(self.segments_)}
+            cells = X[self.segment].to_numpy(dtype=object).tolist()
+            return np.array([where.get(v, -1) if isinstance(v, str) else -1 for v in cells], dtype=np.int64)
         return np.asarray(pd.Categorical(X[self.segment].astype("object"), categories=self.segments_).codes, np.int64)
 
     def _fit_lift(
@@ -274,7 +320,8 @@ class UpliftModel(BaseEstimator):
     # ---------------------------------------------------------------- prediction
 
     def _mu(self, arm: str, enc: pd.DataFrame) -> np.ndarray:
-        return np.asarray(booster_predict(self.boosters_["mu:" + arm], enc), dtype=float)
+        # A plain float32 matrix in training column order: the same prediction without LightGBM's pandas checks.
+        return np.asarray(booster_predict(self.boosters_["mu:" + arm], enc.to_numpy()), dtype=float)
 
     def predict_outcomes(self, X: pd.DataFrame) -> np.ndarray:
         """(n, 1 + arms): P(outcome | x, arm), column 0 the control; arms in `arms_` order."""
@@ -346,6 +393,7 @@ class UpliftModel(BaseEstimator):
         model = cls(**state["params"])
         model.feature_names_ = list(state["feature_names"])
         model.categories_ = {k: list(v) for k, v in state["categories"].items()}
+        model._category_codes = None
         model.arms_ = list(state["arms"])
         model.arm_rows_ = {k: int(v) for k, v in state["arm_rows"].items()}
         model.control_rows_ = int(state["control_rows"])

@@ -187,3 +187,24 @@ def test_lift_learner_starts_from_the_documented_prior() -> None:
     assert np.allclose(again.predict_outcomes(X), out)
     with pytest.raises(ValueError, match="lift"):
         UpliftModel(learner="t", **SMALL).fit(X, t, y).predict_log_hazard_ratio(X)
+
+
+def test_few_rows_are_encoded_and_predicted_as_many_rows_are() -> None:
+    from models.estimators import encode_frame
+    from models.uplift import SMALL_ROWS
+
+    X, t, y, _ = experiment(n=3000, seed=4)
+    X["flag"] = np.random.default_rng(0).random(len(X)) < 0.5
+    model = UpliftModel(learner="lift", categorical=["segment"], segment="segment", **SMALL).fit(X, t, y)
+    rows = X.iloc[:SMALL_ROWS].copy().astype({"segment": object, "x1": object})
+    rows.loc[rows.index[0], "segment"] = "never seen"
+    rows.loc[rows.index[1], "segment"] = None
+    rows.loc[rows.index[2], "x1"] = None
+    rows.loc[rows.index[3], "x1"] = "0.25"  # a number as text, as to_numeric reads it
+    rows.loc[rows.index[4], "x1"] = "n/a"
+    rows = rows.drop(columns=["noise"])  # a feature the request lacks
+    small = model._encode(rows)
+    assert np.array_equal(small.to_numpy(), encode_frame(rows, model.feature_names_, model.categories_).to_numpy(),
+                          equal_nan=True)  # fmt: skip
+    many = pd.concat([rows] * 3, ignore_index=True)  # above SMALL_ROWS: the vectorised path
+    assert np.allclose(model.predict_outcomes(rows), model.predict_outcomes(many)[: len(rows)], rtol=0, atol=1e-12)
