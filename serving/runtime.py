@@ -175,7 +175,14 @@ class Runtime:
         scorer = Scorer(models)
         versions = {t: str(info.get("version")) for t, info in infos.items()}
         try:
-            policy = load_policy(self.settings)
+            if source == "registry":
+                policy = load_policy(self.settings)
+            else:  # registry out of reach: the catalog's priors now, not after MLflow's minutes of retries
+                from training.nba import Policy, load_catalog
+
+                policy = Policy(
+                    catalog=load_catalog(), holdout_share=self.settings.holdout_share, priors_only=True, version=None
+                )
         except Exception as exc:  # noqa: BLE001 - scores without actions beat no scores
             log(logger, "policy_unavailable", error=type(exc).__name__)
             policy = None
