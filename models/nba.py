@@ -276,7 +276,8 @@ def catalog_markdown(catalog: Catalog) -> str:
     lines = [
         "# The action catalog",
         "",
-        "Generated from `conf/actions.yaml` by `journey nba docs > docs/actions.md`; do not edit by hand.",
+        "Generated from `conf/actions.yaml` by `journey nba docs --out docs/actions.md` down to the marker line; "
+        "the evaluation below it is written by hand and kept when the file is regenerated.",
         "",
         f"Catalog version **{catalog.version}**. Outcomes are counted within {catalog.horizon_days} days of the "
         "decision. Every action is ranked by its expected incremental value: "
@@ -287,8 +288,9 @@ def catalog_markdown(catalog: Catalog) -> str:
         "1. Eligibility: the action's stages, score and history thresholds and consent hold, and every "
         "contact rule below holds (hard constraints, never traded against value).",
         "2. Value: uplift x value - cost, where the uplift comes from the registered uplift models "
-        "(`journey nba train`, MLflow model `journeyml-nba@champion`), shrunk towards the prior when an "
-        "action has few logged contacts; a policy without a trained model uses the priors alone.",
+        "(`journey nba train`, MLflow model `journeyml-nba@champion`): the default lift learner starts each "
+        "action's effect at the prior below and moves it only as far as the logged contacts are sure of; "
+        "a policy without a trained model uses the priors alone.",
         "3. Ranking: the top k eligible actions with a positive value; `no_action` when there is none.",
         "",
         "`journey nba evaluate` judges the policy against the simulator's true effects "
@@ -302,8 +304,10 @@ def catalog_markdown(catalog: Catalog) -> str:
         "- a global holdout group (hash of the customer id; share `JOURNEY_HOLDOUT_SHARE`) gets no action;",
         "- a prior is a relative lift of the outcome: P(outcome | action) = 1 - (1 - p_base) ^ (1 + prior lift), "
         "p_base the probability without action (from the uplift model, else the task scores);",
-        f"- priors hold with the weight of {catalog.prior_strength:g} logged contacts "
-        "(estimate = (n x learned + weight x prior) / (n + weight)).",
+        "- the lift learner's estimate is a posterior: prior log-hazard ratio log(1 + prior lift), prior standard "
+        "deviation 0.05 (pooled over stages and per stage; `training.nba.UpliftParams`);",
+        f"- other learners (t, x, s) are blended with the prior with the weight of {catalog.prior_strength:g} logged "
+        "contacts (estimate = (n x learned + weight x prior) / (n + weight)).",
         "",
         "## Actions",
         "",

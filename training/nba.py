@@ -96,9 +96,24 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raise CatalogError(f"{p}: {exc}") from None
 
 
+NOTES_MARKER = "<!-- written by hand below this line: `journey nba docs --out docs/actions.md` keeps it -->"
+
+
 def actions_markdown(path: str | Path | None = None) -> str:
-    """docs/actions.md as it should read for the catalog at `path`."""
+    """The generated part of docs/actions.md (everything above `NOTES_MARKER`) for the catalog at `path`."""
     return catalog_markdown(load_catalog(path))
+
+
+def write_actions_doc(out: str | Path, path: str | Path | None = None) -> Path:
+    """Write the generated catalog doc to `out`, keeping the hand-written part after `NOTES_MARKER`."""
+    target = Path(out)
+    text = actions_markdown(path)
+    if target.is_file():
+        old = target.read_text()
+        if NOTES_MARKER in old:
+            text += NOTES_MARKER + old.split(NOTES_MARKER, 1)[1]
+    target.write_text(text)
+    return target
 
 
 # -------------------------------------------------------------------- uplift training sets

@@ -82,12 +82,18 @@ def evaluate_command(
 @nba_app.command("docs")
 def docs_command(
     catalog: str | None = typer.Option(None, "--catalog", help="Action catalog YAML (default conf/actions.yaml)."),
+    out: str | None = typer.Option(
+        None, "--out", help="Write this file (docs/actions.md), keeping its hand-written part; default: print."
+    ),
 ) -> None:
-    """Print docs/actions.md for the catalog (`journey nba docs > docs/actions.md`)."""
+    """Print the catalog doc, or write it with `--out docs/actions.md` (the hand-written evaluation is kept)."""
     from models.nba import CatalogError
-    from training.nba import actions_markdown
+    from training.nba import actions_markdown, write_actions_doc
 
     try:
+        if out is not None:
+            write_actions_doc(out, catalog)
+            return
         text = actions_markdown(catalog)
     except CatalogError as exc:
         fail(str(exc), False)

@@ -273,11 +273,19 @@ def test_cli_fails_cleanly_without_events(workspace: Path) -> None:
     assert bad.exit_code == 1 and "--learner" in json.loads(bad.stdout)["error"]
 
 
-def test_cli_docs_prints_the_actions_doc() -> None:
+def test_cli_docs_prints_the_actions_doc(tmp_path: Path) -> None:
+    from training.nba import NOTES_MARKER
+
     _register()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "actions.md").read_text()
     result = runner.invoke(app, ["nba", "docs"])
     assert result.exit_code == 0
-    assert result.stdout == (Path(__file__).resolve().parents[2] / "docs" / "actions.md").read_text()
+    assert result.stdout == doc.split(NOTES_MARKER, 1)[0]
+    # --out rewrites the generated part and keeps what was written by hand below the marker
+    out = tmp_path / "actions.md"
+    out.write_text("stale catalog text\n" + NOTES_MARKER + "\nhand-written notes\n")
+    assert runner.invoke(app, ["nba", "docs", "--out", str(out)]).exit_code == 0
+    assert out.read_text() == result.stdout + NOTES_MARKER + "\nhand-written notes\n"
 
 
 @pytest.mark.slow
