@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.columns import FeatureColumns
+from models.columns import FeatureColumns, default_index
 from models.journey_model import PartScores
 from models.reasons import Describe, definitions_describer, top_reasons_matrix
 from models.task_model import TaskModel
@@ -68,7 +68,7 @@ class Scorer:
         The array path: the frame's columns are read once (FeatureColumns), each model encodes one
         float32 matrix and asks its booster once (a hazard model stacks its periods), and
         pred_contrib runs only for the warm rows of the tasks whose reasons are asked for."""
-        frame = features.reset_index(drop=True)
+        frame = default_index(features)
         chosen = list(tasks) if tasks is not None else self.tasks
         unknown = [t for t in chosen if t not in self.models]
         if unknown:

@@ -615,7 +615,7 @@ def format_rows(table: dict[str, Any] | pd.DataFrame, ctx: ScoringContext) -> pd
     out: dict[str, Any] = {
         "run_id": np.full(n, ctx.run_id, dtype=object),
         "customer_id": pd.Series(table["customer_id"]).astype(str).to_numpy(),
-        "cutoff": pd.Series(ctx.cutoff, index=range(n)).astype("datetime64[us, UTC]").to_numpy(),
+        "cutoff": pd.Series(ctx.cutoff, index=range(n)).astype("datetime64[us, UTC]"),
         "stage": [None if s is None or s != s else str(s) for s in table["stage"]],
         "cold_start": np.asarray(table["cold_start"], dtype=bool),
         "holdout": np.asarray(table["holdout"], dtype=bool),

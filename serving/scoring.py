@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.columns import default_index
 from models.scorer import Scorer
 
 TASK_ORDER = ("churn", "next_purchase", "conversion", "clv")
@@ -87,7 +88,7 @@ def score_columns(
     list of dicts per customer: the same decision (`decide` is that frame, regrouped), without
     the dicts that batch output would turn straight back into columns."""
     chosen = [t for t in (tasks or TASK_ORDER) if t in scorer.tasks]
-    features = features.reset_index(drop=True)
+    features = default_index(features)
     n = len(features)
     table = scorer.score_columns(features, tasks=chosen, reasons=explain)
     for task in chosen:
