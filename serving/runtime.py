@@ -337,10 +337,14 @@ class Runtime:
                     if math.isfinite(v):
                         histogram.observe(v)
         if "feature_time" in features.columns:
-            times = features["feature_time"].dropna()
-            if len(times):
-                ages = (pd.Timestamp.now(tz="UTC") - pd.DatetimeIndex(times)).total_seconds()
-                for age in np.asarray(ages, dtype=float).tolist():
+            times = features["feature_time"]
+            if times.dtype.kind != "M":
+                times = pd.to_datetime(times, utc=True, errors="coerce")
+            stamps = times.to_numpy(dtype="datetime64[us]")  # UTC (a tz-aware column is converted)
+            now = np.datetime64(pd.Timestamp.now(tz="UTC").tz_convert(None).to_datetime64(), "us")
+            ages = (now - stamps) / np.timedelta64(1, "s")
+            for age in ages.tolist():
+                if math.isfinite(age):
                     self.metrics.feature_age.observe(age)
 
     def score_inline(
