@@ -10,7 +10,8 @@ per request with all tasks, actions and reasons:
 - reference A: `mlflow models serve` of the churn model alone,
 - reference B: a minimal FastAPI app calling `Booster.predict` on one model.
 
-Plus 100-customer requests at concurrency 1. Prints median and p99 latency and throughput.
+Plus 100-customer requests at concurrency 1, with and without reasons (aim: p99 under 30 ms).
+Prints median and p99 latency and throughput, and the ratios against both references.
 The load generator (asyncio + httpx) runs on the same 2 cores, so every target pays it alike.
 """
 
@@ -158,10 +159,9 @@ def main() -> None:
         json.dumps({"customer_ids": [ids[i]], "explain": True}).encode()
         for i in rng.integers(0, len(ids), args.requests)
     ]
-    hundred = [
-        json.dumps({"customer_ids": list(rng.choice(ids, 100, replace=False)), "explain": True}).encode()
-        for _ in range(100)
-    ]
+    hundred_ids = [list(rng.choice(ids, 100, replace=False)) for _ in range(100)]
+    hundred = [json.dumps({"customer_ids": h, "explain": True}).encode() for h in hundred_ids]
+    hundred_plain = [json.dumps({"customer_ids": h, "explain": False}).encode() for h in hundred_ids]
     results: list[tuple[str, int, dict[str, float]]] = []
     env = {**os.environ, "JOURNEY_HOME": str(home), "JOURNEY_API_KEYS": KEY, "JOURNEY_RELOAD_INTERVAL_S": "3600"}
     hdr = {"X-API-Key": KEY, "content-type": "application/json"}
@@ -181,6 +181,8 @@ def main() -> None:
                 print(label, c, results[-1][2], file=sys.stderr, flush=True)
             results.append((label + " x100 customers", 1, asyncio.run(load(url, hundred, 1, hdr))))
             print(label, "x100", results[-1][2], file=sys.stderr, flush=True)
+            results.append((label + " x100, no reasons", 1, asyncio.run(load(url, hundred_plain, 1, hdr))))
+            print(label, "x100 no reasons", results[-1][2], file=sys.stderr, flush=True)
         finally:
             proc.terminate()
             proc.wait()
@@ -266,14 +268,19 @@ def main() -> None:
     for label, c, r in results:
         print(f"{label:<40}{c:>5}{r['n']:>7}{r['rps']:>9.0f}{r['median_ms']:>11.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")
     by = {(label, c): r for label, c, r in results}
-    for c in args.concurrency:
-        ours, minimal = by.get(("journeyml (sqlite)", c)), by.get(("minimal FastAPI + Booster.predict", c))
-        mlf = by.get(("mlflow models serve (churn only)", c))
-        if ours and minimal:
-            print(f"c={c}: journeyml p99 / minimal p99 = {ours['p99_ms'] / minimal['p99_ms']:.1f}x", end="")
-        if ours and mlf:
-            print(f"; journeyml req/s / mlflow serve req/s = {ours['rps'] / mlf['rps']:.1f}x", end="")
-        print()
+    for store in ("sqlite", "redis"):
+        for c in args.concurrency:
+            ours = by.get((f"journeyml ({store})", c))
+            minimal = by.get(("minimal FastAPI + Booster.predict", c))
+            mlf = by.get(("mlflow models serve (churn only)", c))
+            if ours is None:
+                continue
+            line = f"{store} c={c}:"
+            if minimal:
+                line += f" journeyml p99 / minimal p99 = {ours['p99_ms'] / minimal['p99_ms']:.1f}x (aim <= 2.5x)"
+            if mlf:
+                line += f"; journeyml req/s / mlflow serve req/s = {ours['rps'] / mlf['rps']:.1f}x (aim >= 10x)"
+            print(line)
     tmp.cleanup()
 
 
