@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,19 +37,23 @@ def server(home: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
     full = {**os.environ, "JOURNEY_HOME": str(home), "JOURNEY_API_KEYS": API_KEY, **env}
     full.pop("MLFLOW_TRACKING_URI", None)
+    # The log goes to a file: a pipe nobody reads fills up under load (a JSON line per request)
+    # and then blocks the server.
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "core", "serve", "--port", str(port)],
         env=full,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stderr.read().decode()[-3000:] if proc.stderr else ''}")
+                log.seek(0)
+                raise AssertionError(f"server exited: {log.read().decode(errors='replace')[-3000:]}")
             try:
                 if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
                     break
@@ -65,6 +70,7 @@ def server(home: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        log.close()
 
 
 @pytest.mark.slow
