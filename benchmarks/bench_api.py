@@ -13,6 +13,8 @@ per request with all tasks, actions and reasons:
 Plus 100-customer requests at concurrency 1, with and without reasons (aim: p99 under 30 ms).
 Prints median and p99 latency and throughput, and the ratios against both references.
 The load generator (asyncio + httpx) runs on the same 2 cores, so every target pays it alike.
+All targets run at once and are measured in interleaved rounds (`--rounds`: each round gives
+every target its slice of the requests), so other jobs' load on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -87,7 +90,7 @@ def start(cmd: list[str], env: dict[str, str], ready_url: str, timeout: float = 
     raise RuntimeError(f"{cmd[:4]} not ready")
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int, headers: dict[str, str]) -> dict[str, float]:
+async def load(url: str, bodies: list[bytes], concurrency: int, headers: dict[str, str]) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     queue = iter(bodies)
@@ -106,14 +109,31 @@ async def load(url: str, bodies: list[bytes], concurrency: int, headers: dict[st
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    lat = np.array(latencies) * 1000
+    return summarise([latencies], [wall], errors)
+
+
+def summarise(latencies: list[list[float]], walls: list[float], errors: int) -> dict[str, Any]:
+    lat = np.concatenate([np.asarray(x, dtype=float) for x in latencies]) * 1000
     return {
-        "rps": len(lat) / wall,
+        "rps": len(lat) / sum(walls),
         "median_ms": float(np.median(lat)),
         "p99_ms": float(np.percentile(lat, 99)),
         "errors": errors,
         "n": len(lat),
+        "_lat": latencies,
+        "_wall": walls,
     }
+
+
+def public(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items() if not k.startswith("_")}
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from the rounds of one target: all latencies, total wall time."""
+    return summarise(
+        [x for p in parts for x in p["_lat"]], [w for p in parts for w in p["_wall"]], sum(p["errors"] for p in parts)
+    )
 
 
 MINIMAL_APP = textwrap.dedent("""
@@ -143,6 +163,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--redis", default=None, help="also run journeyml against this Redis")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per concurrency level")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="journey-bench-api-")
     home = args.home or Path(tmp.name) / "home"
@@ -162,105 +183,97 @@ def main() -> None:
     hundred_ids = [list(rng.choice(ids, 100, replace=False)) for _ in range(100)]
     hundred = [json.dumps({"customer_ids": h, "explain": True}).encode() for h in hundred_ids]
     hundred_plain = [json.dumps({"customer_ids": h, "explain": False}).encode() for h in hundred_ids]
-    results: list[tuple[str, int, dict[str, float]]] = []
+    results: list[tuple[str, int, dict[str, Any]]] = []
     env = {**os.environ, "JOURNEY_HOME": str(home), "JOURNEY_API_KEYS": KEY, "JOURNEY_RELOAD_INTERVAL_S": "3600"}
     hdr = {"X-API-Key": KEY, "content-type": "application/json"}
+    # Every target is started first, then measured in interleaved rounds (each round gives every
+    # target a slice of the requests), so load from other jobs on the machine hits all alike.
+    targets: list[tuple[str, str, list[bytes]]] = []  # (label, url, bodies)
+    procs: list[subprocess.Popen] = []
 
-    def run_journey(label: str, extra: dict[str, str]) -> None:
+    def start_journey(label: str, extra: dict[str, str]) -> str:
         port = free_port()
-        proc = start(
-            [sys.executable, "-m", "core", "serve", "--port", str(port)],
-            {**env, **extra},
-            f"http://127.0.0.1:{port}/health/ready",
-        )
-        try:
-            url = f"http://127.0.0.1:{port}/v1/score"
-            asyncio.run(load(url, one[:200], 8, hdr))  # warm up
-            for c in args.concurrency:
-                results.append((label, c, asyncio.run(load(url, one, c, hdr))))
-                print(label, c, results[-1][2], file=sys.stderr, flush=True)
-            results.append((label + " x100 customers", 1, asyncio.run(load(url, hundred, 1, hdr))))
-            print(label, "x100", results[-1][2], file=sys.stderr, flush=True)
-            results.append((label + " x100, no reasons", 1, asyncio.run(load(url, hundred_plain, 1, hdr))))
-            print(label, "x100 no reasons", results[-1][2], file=sys.stderr, flush=True)
-        finally:
-            proc.terminate()
-            proc.wait()
-
-    run_journey("journeyml (sqlite)", {})
-    if args.redis:
-        project = f"bench{os.getpid()}"
-        redis_env = {"JOURNEY_REDIS_URL": args.redis, "JOURNEY_FEAST_PROJECT": project}
-        (home / "feast" / "materialized.json").unlink(missing_ok=True)
-        (home / "feast" / "applied.json").unlink(missing_ok=True)
-        journey(home, "features", "materialize", env=redis_env)
-        run_journey("journeyml (redis)", redis_env)
-        (home / "feast" / "applied.json").unlink(missing_ok=True)
-
-    cl = client(uri)
-    mv = cl.get_model_version_by_alias(registered_name("churn"), "champion")
-    import mlflow.artifacts
-
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=mv.source, tracking_uri=uri, dst_path=str(Path(tmp.name) / "model")
-        )
-    )
-    model_file = next(local.rglob("model.lgb"), None) or next(local.rglob("*.txt"))
-    import lightgbm as lgb
-
-    booster = lgb.Booster(model_file=str(model_file))
-    names = booster.feature_name()
-    row = [0.0] * booster.num_feature()
-
-    port = free_port()
-    app_file = Path(tmp.name) / "minimal_app.py"
-    app_file.write_text(MINIMAL_APP)
-    proc = start([sys.executable, str(app_file), str(model_file), str(port)], env, f"http://127.0.0.1:{port}/health")
-    try:
-        body = [json.dumps({"features": row}).encode()] * args.requests
-        for c in args.concurrency:
-            results.append(
-                (
-                    "minimal FastAPI + Booster.predict",
-                    c,
-                    asyncio.run(load(f"http://127.0.0.1:{port}/predict", body, c, hdr)),
-                )
+        procs.append(
+            start(
+                [sys.executable, "-m", "core", "serve", "--port", str(port)],
+                {**env, **extra},
+                f"http://127.0.0.1:{port}/health/ready",
             )
-    finally:
-        proc.terminate()
-        proc.wait()
-
-    if not args.skip_mlflow:
-        port = free_port()
-        menv = {**env, "MLFLOW_TRACKING_URI": uri}
-        proc = start(
-            [
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                f"models:/{registered_name('churn')}@champion",
-                "-p",
-                str(port),
-                "--env-manager",
-                "local",
-            ],
-            menv,
-            f"http://127.0.0.1:{port}/ping",
         )
-        try:
+        url = f"http://127.0.0.1:{port}/v1/score"
+        targets.append((label, url, one))
+        return url
+
+    try:
+        journey_urls = {"journeyml (sqlite)": start_journey("journeyml (sqlite)", {})}
+        if args.redis:
+            project = f"bench{os.getpid()}"
+            redis_env = {"JOURNEY_REDIS_URL": args.redis, "JOURNEY_FEAST_PROJECT": project}
+            (home / "feast" / "materialized.json").unlink(missing_ok=True)
+            (home / "feast" / "applied.json").unlink(missing_ok=True)
+            journey(home, "features", "materialize", env=redis_env)
+            journey_urls["journeyml (redis)"] = start_journey("journeyml (redis)", redis_env)
+            (home / "feast" / "applied.json").unlink(missing_ok=True)
+
+        cl = client(uri)
+        mv = cl.get_model_version_by_alias(registered_name("churn"), "champion")
+        import mlflow.artifacts
+
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=mv.source, tracking_uri=uri, dst_path=str(Path(tmp.name) / "model")
+            )
+        )
+        model_file = next(local.rglob("model.lgb"), None) or next(local.rglob("*.txt"))
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_file=str(model_file))
+        names = booster.feature_name()
+        row = [0.0] * booster.num_feature()
+
+        port = free_port()
+        app_file = Path(tmp.name) / "minimal_app.py"
+        app_file.write_text(MINIMAL_APP)
+        procs.append(
+            start([sys.executable, str(app_file), str(model_file), str(port)], env, f"http://127.0.0.1:{port}/health")
+        )
+        minimal_body = [json.dumps({"features": row}).encode()] * args.requests
+        targets.append(("minimal FastAPI + Booster.predict", f"http://127.0.0.1:{port}/predict", minimal_body))
+        if not args.skip_mlflow:
+            port = free_port()
+            menv = {**env, "MLFLOW_TRACKING_URI": uri}
+            cmd = ["mlflow", "models", "serve", "-m", f"models:/{registered_name('churn')}@champion", "-p", str(port),
+                   "--env-manager", "local"]  # fmt: skip
+            procs.append(start(cmd, menv, f"http://127.0.0.1:{port}/ping"))
             split = json.dumps({"dataframe_split": {"columns": names, "data": [row]}}).encode()
-            n = min(args.requests, 3000)  # ~100 requests/s: keep the reference's run to a few minutes
-            for c in args.concurrency:
-                results.append(
-                    (
-                        "mlflow models serve (churn only)",
-                        c,
-                        asyncio.run(load(f"http://127.0.0.1:{port}/invocations", [split] * n, c, hdr)),
-                    )
-                )
-        finally:
+            n = min(args.requests, 3000)  # ~50-100 requests/s: keep the reference's run to a few minutes
+            targets.append(("mlflow models serve (churn only)", f"http://127.0.0.1:{port}/invocations", [split] * n))
+
+        for _, url, bodies in targets:
+            asyncio.run(load(url, bodies[:100], 8, hdr))  # warm up
+        rounds = max(1, args.rounds)
+        for c in args.concurrency:
+            parts: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in targets}
+            for r in range(rounds):
+                for label, url, bodies in targets:
+                    size = -(-len(bodies) // rounds)
+                    chunk = bodies[r * size : (r + 1) * size]
+                    if chunk:
+                        parts[label].append(asyncio.run(load(url, chunk, c, hdr)))
+            for label, _, _ in targets:
+                results.append((label, c, merge(parts[label])))
+                print(label, c, public(results[-1][2]), file=sys.stderr, flush=True)
+        for suffix, bodies in ((" x100 customers", hundred), (" x100, no reasons", hundred_plain)):
+            parts = {label: [] for label in journey_urls}
+            for r in range(rounds):
+                size = -(-len(bodies) // rounds)
+                for label, url in journey_urls.items():
+                    parts[label].append(asyncio.run(load(url, bodies[r * size : (r + 1) * size], 1, hdr)))
+            for label in journey_urls:
+                results.append((label + suffix, 1, merge(parts[label])))
+                print(label + suffix, public(results[-1][2]), file=sys.stderr, flush=True)
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait()
 
