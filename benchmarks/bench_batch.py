@@ -10,7 +10,7 @@ feature table with multiplicative noise on the numeric features (so no 1M-custom
 is needed and the frame never exists whole). Every chunk is scored twice, interleaved so load
 on the machine hits both alike:
 
-- the batch path: `serving.batch.score_chunk` (the API's `score_table`: every champion, percentiles,
+- the batch path: `serving.batch.score_chunk` (the API's `score_columns`: every champion, percentiles,
   next-best actions, JSON text) and the Parquet write, as `journey score --no-reasons` does;
 - the floor: `Booster.predict` of every booster the champions use, on the same rows already encoded
   as float32 matrices (a timing model asks its booster once per hazard period).

@@ -1,4 +1,4 @@
-"""The one scoring function the API and batch scoring share. Pure: frames in, frames out.
+"""The one scoring function the API and batch scoring share. Pure: a frame in, columns (or a frame) out.
 
     scorer = Scorer({"churn": churn_model, "clv": clv_model})
     scores = scorer.score(features)            # features: one row per customer (and cutoff)
@@ -8,6 +8,7 @@ every task's outputs (`churn_probability`, `next_purchase_probability_7d` ...
 `next_purchase_expected_days`, `conversion_probability`, `clv_90d` ...), per task
 `<task>_cold_start` and `<task>_reasons` (a list of dicts: feature, value, signed
 contribution in raw score units, direction, text), and `cold_start` (any task fell back).
+`score_columns` returns the same as a dict of numpy columns, computed on arrays (docs/performance.md).
 """
 
 from __future__ import annotations

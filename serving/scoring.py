@@ -1,12 +1,15 @@
 """The one scoring function the API and batch scoring share.
 
-    table = score_table(features, scorer, policy, reference, tasks=None, explain=True, actions=True)
+    columns = score_columns(features, scorer, policy, reference, tasks=None, explain=True, actions=True)
+    table = score_table(...)   # the same, as a DataFrame
 
 `features`: one row per customer (customer_id, cutoff, the journey features; all-NaN
 rows for customers without features, which the models score with their cold-start
 fallback). Returns one row per customer: each task's outputs and their percentile in the
 reference population, the stage, the cold-start flag, reasons and next-best actions
-(lists of dicts), and the holdout flag. `to_results` turns rows into API objects.
+(lists of dicts), and the holdout flag. `to_results` turns the columns into API objects; batch
+scoring asks for the actions as `decide_columnar`'s long frame instead (`action_rows=True`).
+Everything below works on numpy columns, not frames: see docs/performance.md.
 """
 
 from __future__ import annotations
