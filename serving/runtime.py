@@ -69,11 +69,12 @@ def _load_bundle(settings: Settings, task: str) -> tuple[Any, dict[str, Any]] | 
 
 def registry_reachable(uri: str, timeout: float = 2.0) -> bool:
     """A quick look before MLflow's: it retries an unreachable database for about an hour, and
-    creates a missing sqlite file (an empty registry: no champions) rather than failing."""
+    creates whatever folders a sqlite URI names. A sqlite file in a folder that does not exist is
+    unreachable; a missing file in an existing folder is a new, empty registry (MLflow creates it)."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme == "sqlite":
         path = uri.split("://", 1)[-1][1:]
-        return path in ("", ":memory:") or Path(path).exists()
+        return path in ("", ":memory:") or Path(path).parent.is_dir()
     if scheme in ("postgresql", "postgres", "mysql", "mssql"):
         import socket
         from urllib.parse import urlparse
