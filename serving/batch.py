@@ -706,7 +706,7 @@ def build_monitor(settings: Settings, ctx: ScoringContext, infos: dict[str, dict
     """Baseline histograms from the training population's feature table (a sample of at most 50k rows)."""
     from core.time import to_utc
     from features.online import feature_tables, table_path
-    from serving.drift import DriftMonitor, baseline_table
+    from serving.drift import DriftMonitor, baseline_table, ensure_baseline_table
     from serving.scoring import primary_column, score_table
 
     cutoffs = []
@@ -717,7 +717,9 @@ def build_monitor(settings: Settings, ctx: ScoringContext, infos: dict[str, dict
                 cutoffs.append(to_utc(tag))
         except ValueError:
             continue
-    path, why = baseline_table(feature_tables(settings), cutoffs, {c: table_path(settings, c) for c in cutoffs})
+    built = ensure_baseline_table(settings, cutoffs)  # the tested population, computed when missing
+    table_for = {c: table_path(settings, c) for c in cutoffs} if built is None else {built[1]: built[0]}
+    path, why = baseline_table(feature_tables(settings), cutoffs if built is None else [built[1]], table_for)
     if path is None:
         return None
     pf = pq.ParquetFile(path, buffer_size=1 << 20)

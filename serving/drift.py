@@ -15,9 +15,9 @@ with shares floored at `EPSILON` so an empty bin does not make it infinite. Belo
 population is stable, 0.1 to 0.25 is a warning, 0.25 and above an alert (the usual credit-risk
 reading of PSI); with fewer than `MIN_ROWS` scored rows the values are reported but not judged.
 `baseline_table` picks the training population: the feature table at a
-champion's test cutoff, which `ensure_baseline_table` builds from the event store when it is
-missing (so a workspace that only built features as of today still gets a real baseline),
-else the earliest feature table.
+champion's test cutoff, which `ensure_baseline_table` computes from the event store and caches
+when it is missing (so a workspace that only built features as of today still gets a real
+baseline), else the earliest feature table.
 """
 
 from __future__ import annotations
@@ -190,30 +190,46 @@ def baseline_table(
     return None, "no feature table"
 
 
-def ensure_baseline_table(settings: Any, test_cutoffs: Sequence[pd.Timestamp]) -> Path | None:
-    """The feature table at the first champion test cutoff, computed and written if it is missing.
+def ensure_baseline_table(
+    settings: Any, test_cutoffs: Sequence[pd.Timestamp]
+) -> tuple[Path, pd.Timestamp] | None:
+    """(feature table, cutoff) of the population a champion was tested on, computed if missing.
 
-    Uses the same feature definitions and writer as `journey features build`; events after the
-    cutoff are unseen, so this is the population the champion was tested on. None when there is
-    no cutoff or no event store.
+    An offline feature table at a champion's test cutoff is used as it is. Otherwise the same
+    feature definitions compute it from the event store (events after the cutoff unseen) and it
+    is cached under `<features>/drift_baseline/`, outside the offline feature view, so scoring
+    never adds feature tables. None when there is no cutoff or no event store.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from features.events.store import EventStore
     from features.journeys import compute_features
-    from features.online import table_path, write_feature_table
+    from features.online import table_path
 
     for cutoff in test_cutoffs:
         if table_path(settings, cutoff).exists():
-            return Path(table_path(settings, cutoff))
+            return Path(table_path(settings, cutoff)), cutoff
     if not test_cutoffs:
         return None
+    cutoff = test_cutoffs[0]
+    cached = Path(settings.features_dir) / "drift_baseline" / Path(table_path(settings, cutoff)).name
+    if cached.exists():
+        return cached, cutoff
     store = EventStore(settings.events_dir)
     if store.is_empty():
         return None
     customers = str(settings.customers_path) if settings.customers_path.exists() else None
-    frame = compute_features(store.glob, [test_cutoffs[0]], customers=customers)
+    frame = compute_features(store.glob, [cutoff], customers=customers)
     if frame.empty:
         return None
-    return write_feature_table(frame, settings)[0]
+    frame = frame.rename(columns={"cutoff": "event_timestamp"})
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name("." + cached.name + ".tmp")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    tmp.replace(cached)
+    return cached, cutoff
 
 
 def _names(names: Sequence[str], top: int = 12) -> str:

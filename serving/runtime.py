@@ -92,6 +92,7 @@ def registry_reachable(uri: str, timeout: float = 2.0) -> bool:
 
 def load_champions(settings: Settings) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:
     """(models, version infos, source). Registry first; the bundle cache when it cannot be read."""
+    from models.task_model import SpecMismatchError
     from training.registry import RegistryError, load_version
 
     models: dict[str, Any] = {}
@@ -104,6 +105,11 @@ def load_champions(settings: Settings) -> tuple[dict[str, Any], dict[str, dict[s
             model, info = load_version(task, tracking_uri=settings.tracking_uri)
         except RegistryError:
             continue  # no champion for this task yet
+        except SpecMismatchError as exc:
+            # conf/labels/<task>.yaml changed since the champion was trained: it must not score
+            # under the new definition, so the task is served by no model until one trained on it is.
+            log(logger, "champion_spec_mismatch", task=task, error=str(exc))
+            continue
         except Exception as exc:  # noqa: BLE001 - registry unreachable or broken: fall back below
             registry_down = True
             log(logger, "registry_unreachable", task=task, error=type(exc).__name__)

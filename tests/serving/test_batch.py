@@ -118,7 +118,10 @@ def test_every_eligible_customer_scored_idempotently(trained_home: Path, tmp_pat
     assert actions.map(len).between(1, 3).all() and (actions.map(lambda a: a[0]["action"]) == rows["top_action"]).all()
     assert rows["reasons"].isna().all()
     assert sum(first["top_actions"].values()) == len(table)
-    assert first["drift"]["baseline"]["table"] == str(feature_table(trained_home))
+    # Drift is judged against the population the champion was tested on, built from the events.
+    baseline = first["drift"]["baseline"]
+    assert baseline["table"] != str(feature_table(trained_home)) and "test cutoff" in baseline["why"]
+    assert Path(baseline["table"]).exists() and pd.Timestamp(baseline["cutoff"]) < table_cutoff(trained_home)
     assert set(first["drift"]["scores"]) == {"churn", "next_purchase"}
 
     import mlflow

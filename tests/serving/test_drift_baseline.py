@@ -25,8 +25,11 @@ def test_missing_baseline_is_built_at_the_test_cutoff_and_reused(trained_home: P
     cutoff = pd.Timestamp(last[0]).tz_convert("UTC").normalize() - pd.Timedelta(days=90)
 
     assert ensure_baseline_table(settings, []) is None
-    path = ensure_baseline_table(settings, [cutoff])
-    assert path is not None and path == table_path(settings, cutoff) and path.exists()
+    built = ensure_baseline_table(settings, [cutoff])
+    assert built is not None and built[1] == cutoff
+    path = built[0]
+    assert path.exists() and path.name == table_path(settings, cutoff).name
+    assert not table_path(settings, cutoff).exists(), "cached outside the offline feature view"
     frame = pd.read_parquet(path)
     seen = duckdb.sql(
         f"select count(distinct customer_id) from read_parquet('{glob}', hive_partitioning=false) "
@@ -36,6 +39,6 @@ def test_missing_baseline_is_built_at_the_test_cutoff_and_reused(trained_home: P
     assert (pd.to_datetime(frame["event_timestamp"], utc=True) == cutoff).all()
 
     stamp = path.stat().st_mtime_ns
-    assert ensure_baseline_table(settings, [cutoff]) == path and path.stat().st_mtime_ns == stamp, "reused"
+    assert ensure_baseline_table(settings, [cutoff]) == (path, cutoff) and path.stat().st_mtime_ns == stamp, "reused"
     chosen, why = baseline_table([path], [cutoff], {cutoff: path})
     assert chosen == path and "test cutoff" in why
