@@ -47,11 +47,17 @@ EVENT_TYPES: dict[str, dict[str, str]] = {
         "referral": "the customer referred someone",
         "subscription_cancel": "a subscription or membership was cancelled",
         "marketing_contact": "a contact the business made; properties.action names it",
+        "consent_change": "a marketing consent was given or withdrawn; value = 1 opt-in, 0 opt-out; "
+        "channel = the channel it concerns (`email` feeds the `email_opt_in` feature)",
     },
 }
 
 EVENT_TYPE_STAGE: dict[str, str] = {etype: stage for stage, types in EVENT_TYPES.items() for etype in types}
 EVENT_TYPE_LIST: tuple[str, ...] = tuple(EVENT_TYPE_STAGE)
+
+# Types that are not customer activity: contacts the business makes, and consent records (an
+# opt-out is not engagement). Activity features, churn labels and the report's funnel skip them.
+NOT_ACTIVITY: tuple[str, ...] = ("ad_impression", "email_sent", "marketing_contact", "consent_change")
 
 CHANNELS: tuple[str, ...] = ("web", "app", "email", "social", "ads", "store", "support", "other")
 
@@ -62,6 +68,7 @@ VALUE_UNITS: dict[str, str] = {
     "video_view": "seconds",
     "page_view": "seconds",
     "nps_response": "score 0-10",
+    "consent_change": "1 opt-in, 0 opt-out",
 }
 
 # Stored schema of the event store. Timestamps are microsecond UTC: Feast's
@@ -89,6 +96,10 @@ CUSTOMER_SCHEMA = pa.schema(
         pa.field("acquisition_channel", pa.string()),
     ]
 )
+# Optional columns of the customers table, written only when the input has them. `email_opt_in`:
+# the customer's email consent as known when the table was loaded (true, false, or null = unknown);
+# a `consent_change` event on channel `email` at or before a cutoff wins over it.
+CUSTOMER_OPTIONAL_FIELDS: tuple[pa.Field, ...] = (pa.field("email_opt_in", pa.bool_()),)
 
 
 def contract_markdown() -> str:
@@ -102,7 +113,8 @@ def contract_markdown() -> str:
         "| event_type | string | yes | one of the vocabulary below |",
         f"| channel | string | no (default `other`) | one of {', '.join(f'`{c}`' for c in CHANNELS)} |",
         "| session_id | string | no | visit identifier |",
-        "| value | float | no | amount for purchase/refund, seconds for video_view/page_view, 0-10 for nps_response |",
+        "| value | float | no | amount for purchase/refund, seconds for video_view/page_view, 0-10 for nps_response, "
+        "1/0 (opt-in/opt-out) for consent_change |",
         "| properties | JSON object | no | free-form; `properties.action` names a marketing_contact |",
         "",
     ]

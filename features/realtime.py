@@ -50,6 +50,8 @@ def refresh_online(
     history = customer_history(settings, customer_ids)
     if history.empty:
         return 0
-    frame = compute_features(history, [now])
+    # the customers table too, as the batch build reads it: first_seen (tenure) and the email_opt_in fallback
+    customers = settings.customers_path if settings.customers_path.exists() else None
+    frame = compute_features(history, [now], customers=customers)
     store = store if store is not None else open_store(settings)
     return push_features(store, frame)

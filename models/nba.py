@@ -118,7 +118,9 @@ class Eligibility(_Strict):
     stages: list[str] | None = Field(default=None, description="lifecycle stages; absent = every stage")
     scores: dict[str, Bound] = Field(default_factory=dict, description="score thresholds by task")
     features: dict[str, Bound] = Field(default_factory=dict, description="thresholds on feature columns")
-    consent: str | None = Field(default=None, description="a boolean feature column that must be true")
+    consent: str | None = Field(
+        default=None, description="a consent feature column: 0 blocks, unknown follows contact_rules.consent_missing"
+    )
     min_purchases: int = Field(default=0, ge=0)
     min_tenure_days: float = Field(default=0.0, ge=0)
 
@@ -300,7 +302,8 @@ def catalog_markdown(catalog: Catalog) -> str:
         "",
         f"- no marketing contact within {rules.min_days_between_contacts:g} days of the previous one;",
         f"- at most {caps} (counting the new contact);",
-        f"- a consent column absent from the features means: {rules.consent_missing};",
+        f"- consent unknown (the column absent from the features, or empty for the customer) means: "
+        f"{rules.consent_missing}; a 0 (opted out) always blocks;",
         "- a global holdout group (hash of the customer id; share `JOURNEY_HOLDOUT_SHARE`) gets no action;",
         "- a prior is a relative lift of the outcome: P(outcome | action) = 1 - (1 - p_base) ^ (1 + prior lift), "
         "p_base the probability without action (from the uplift model, else the task scores);",
@@ -472,10 +475,9 @@ def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Ca
             ok &= _in_bound(_num(scores, name, n), bound)
         for name, bound in e.features.items():
             ok &= _in_bound(_num(features, name, n), bound)
-        if e.consent:
+        if e.consent:  # 0 blocks; unknown (no column, or NULL in this row) follows consent_missing
             if e.consent in features.columns:
-                v = features[e.consent].astype(object)
-                ok &= v.where(v.notna(), False).astype(bool).to_numpy()
+                ok &= consent_mask(features[e.consent], rules.consent_missing == "allow")
             elif rules.consent_missing == "deny":
                 ok &= False
         if e.min_purchases:
@@ -495,6 +497,36 @@ def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Ca
             ok &= counts[action.max_contacts.window_days] + 1 <= action.max_contacts.count
         out[:, j] = ok
     return out
+
+
+_YES = frozenset({"true", "t", "yes", "y"})
+_NO = frozenset({"false", "f", "no", "n"})
+
+
+def consent_value(v: Any) -> bool | None:
+    """A consent cell: True (given), False (withheld: 1/0, booleans, true/false, yes/no) or None
+    (unknown: missing, NaN, or anything else), which the catalog's `consent_missing` decides."""
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, str):
+        text = v.strip().lower()
+        if text in _YES or text in _NO:
+            return text in _YES
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f != 0.0
+
+
+def consent_mask(values: pd.Series, unknown: bool) -> np.ndarray:
+    """`consent_value` of every cell as a boolean array; unknown cells become `unknown`."""
+    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        num = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        cells = [consent_value(v) for v in values.to_numpy(dtype=object)]
+        num = np.array([np.nan if c is None else float(c) for c in cells], dtype=np.float64)
+    return np.where(np.isnan(num), unknown, num != 0.0)
 
 
 def _in_bound(values: np.ndarray, bound: Bound) -> np.ndarray:
@@ -992,11 +1024,8 @@ def _decide_small(
                         break
             if ok and e.consent:
                 consent = raw.get(e.consent)
-                if consent is not None:
-                    cv = consent[i]
-                    ok = False if cv is None or cv is pd.NA or (isinstance(cv, float) and cv != cv) else bool(cv)
-                elif rules.consent_missing == "deny":
-                    ok = False
+                given = None if consent is None else consent_value(consent[i])
+                ok = rules.consent_missing == "allow" if given is None else given
             if ok and e.min_purchases:
                 ok = purchases >= e.min_purchases
             if ok and e.min_tenure_days:

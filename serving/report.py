@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core.contract import NOT_ACTIVITY
 from core.output import emit, err, fail
 from core.settings import Settings, get_settings
 
 EXPERIMENT = "journeyml-reports"
 STAGE_ORDER = ("awareness", "consideration", "first_purchase", "repeat", "lapsing", "churned")
-BUSINESS_INITIATED = ("ad_impression", "email_sent", "marketing_contact")
 MARKETING_TOUCHES = ("ad_click", "email_click", "email_open", "social_engagement", "referral")
 CONSIDERATION = ("product_view", "search", "compare", "content_download", "video_view", "review_read")
 
@@ -50,7 +50,7 @@ def _sql_list(values: tuple[str, ...]) -> str:
 PALETTE = {"awareness": "#8da0cb", "consideration": "#66c2a5", "purchase": "#fc8d62", "retention": "#e78ac3"}
 FUNNEL = (  # (step, contract stage, SQL condition over one customer's events)
     ("seen", "awareness", "true"),
-    ("engaged", "awareness", f"event_type NOT IN {_sql_list(BUSINESS_INITIATED)}"),
+    ("engaged", "awareness", f"event_type NOT IN {_sql_list(NOT_ACTIVITY)}"),
     ("considered", "consideration", f"event_type IN {_sql_list(CONSIDERATION)}"),
     ("added to cart", "purchase", "event_type = 'add_to_cart'"),
     ("started checkout", "purchase", "event_type = 'checkout_start'"),
@@ -143,7 +143,7 @@ def _cohorts(con: Any, min_size: int = 10) -> pd.DataFrame:
 def _channels(con: Any) -> pd.DataFrame:
     """Revenue share by channel under three views: the purchase's channel, the last marketing touch
     in the 30 days before it (else 'none'), and the customer's first touch."""
-    touches, skip = _sql_list(MARKETING_TOUCHES), _sql_list(BUSINESS_INITIATED)
+    touches, skip = _sql_list(MARKETING_TOUCHES), _sql_list(NOT_ACTIVITY)
     frame = con.execute(
         f"""
         WITH p AS (SELECT customer_id, event_time, channel, coalesce(value, 0) AS value FROM ev

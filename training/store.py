@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from core.contract import NOT_ACTIVITY
 from core.time import to_utc
 
 LABEL_EVENT_TYPES = ("purchase", "refund")
-BUSINESS_INITIATED = ("ad_impression", "email_sent", "marketing_contact")
 STORE_GLOB = "event_date=*/*.parquet"
 
 
@@ -50,7 +50,7 @@ def _sql_list(values: tuple[str, ...]) -> str:
 def load_label_events(
     glob: str,
     label_event_types: tuple[str, ...] = LABEL_EVENT_TYPES,
-    not_activity: tuple[str, ...] = BUSINESS_INITIATED,
+    not_activity: tuple[str, ...] = NOT_ACTIVITY,
 ) -> LabelEvents:
     """Read the store through DuckDB. Raises StoreError when no files match."""
     import duckdb

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.contract import CUSTOMER_SCHEMA, EVENT_SCHEMA
+from core.contract import CUSTOMER_OPTIONAL_FIELDS, CUSTOMER_SCHEMA, EVENT_SCHEMA
 from features.events.mapping import Mapping
 from features.events.readers import Chunk, ReadError, read_chunks
 from features.events.store import EventStore, event_keys
@@ -296,8 +296,20 @@ def append_events(store: EventStore, events: pd.DataFrame, now: pd.Timestamp) ->
     return run.result.accepted, run.result.duplicates, sorted(run.customers)
 
 
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+
+
+def _as_flags(series: pd.Series) -> pd.Series:
+    """Booleans from bools, 0/1 or text (true/false, yes/no, 1/0); None (unknown) for anything else."""
+    text = series.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip().lower())
+    return text.map(lambda v: True if v in _TRUE else False if v in _FALSE else None).astype(object)
+
+
 def ingest_customers(path: Path, target: Path) -> dict[str, int]:
-    """Load an optional customers table (customer_id, first_seen, country, segment, acquisition_channel)."""
+    """Load an optional customers table (customer_id, first_seen, country, segment, acquisition_channel,
+    and optionally email_opt_in: true/false, anything else is unknown). Rows replace those of the same
+    customer_id; the email_opt_in column is written once any loaded table had it."""
     frame = pd.read_parquet(path) if str(path).endswith((".parquet", ".pq")) else pd.read_csv(path, dtype=str)
     if "customer_id" not in frame.columns:
         raise ReadError(f"{path}: a customers table needs a customer_id column")
@@ -305,14 +317,23 @@ def ingest_customers(path: Path, target: Path) -> dict[str, int]:
     out["first_seen"] = parse_times(frame["first_seen"]) if "first_seen" in frame.columns else pd.NaT
     for col in ("country", "segment", "acquisition_channel"):
         out[col] = _as_text(frame[col]) if col in frame.columns else None
+    optional = [f for f in CUSTOMER_OPTIONAL_FIELDS if f.name in frame.columns]
+    for f in optional:
+        out[f.name] = _as_flags(frame[f.name])
     bad = out["customer_id"].isna()
     out = out[~bad].drop_duplicates("customer_id", keep="last")
     if target.exists():
         old = pd.read_parquet(target)
+        optional += [f for f in CUSTOMER_OPTIONAL_FIELDS if f.name in old.columns and f not in optional]
         out = pd.concat([old[~old["customer_id"].isin(out["customer_id"])], out], ignore_index=True)
+    schema = CUSTOMER_SCHEMA
+    for f in CUSTOMER_OPTIONAL_FIELDS:  # in a fixed order, whichever table brought them
+        if f in optional:
+            out[f.name] = out[f.name].astype(object).where(out[f.name].notna(), None) if f.name in out else None
+            schema = schema.append(f)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name("." + target.name + ".tmp")
-    table = pa.Table.from_pandas(out, schema=CUSTOMER_SCHEMA, preserve_index=False)
+    table = pa.Table.from_pandas(out, schema=schema, preserve_index=False)
     pq.write_table(table, tmp)
     tmp.replace(target)
     return {"read": len(frame), "accepted": int((~bad).sum()), "rejected": int(bad.sum()), "total": len(out)}

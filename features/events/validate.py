@@ -22,6 +22,7 @@ REASONS = (
     "missing_customer_id", "bad_customer_id", "missing_event_time", "bad_timestamp", "implausible_timestamp",
     "missing_event_type", "unknown_event_type", "dropped_by_mapping", "unknown_channel", "bad_value",
     "negative_amount", "bad_nps", "bad_properties", "bad_event_id", "bad_amount",
+    "bad_consent",
 )  # fmt: skip
 
 
@@ -204,6 +205,7 @@ def validate(
     flag(~np.isfinite(value.fillna(0.0)), "bad_value")
     flag(etype.isin(["purchase", "refund"]) & (value < 0), "negative_amount")
     flag((etype == "nps_response") & value.notna() & ((value < 0) | (value > 10)), "bad_nps")
+    flag((etype == "consent_change") & ~value.isin([0.0, 1.0]), "bad_consent")  # 1 opt-in, 0 opt-out; never missing
 
     props = _properties(col("properties"))
     flag(props.map(lambda v: isinstance(v, float)) if props.notna().any() else props.notna(), "bad_properties")

@@ -183,6 +183,14 @@ class Facts:
         self.first_seen = np.full(n, np.nan)
         if "first_seen" in parts:
             self.first_seen[ints("first_seen", "cix")] = _numbers(parts["first_seen"], "t")
+        # email consent: events sorted so that of changes at the same instant an opt-out (key 1) is the latest;
+        # a change without a value says nothing (ingest rejects it; frames passed directly may hold one)
+        is_consent = moment("consent_change") & ~np.isnan(m_v)
+        opt_out = (m_v[is_consent] == 0).astype(np.float64)
+        self.consents = _Sorted(m_cix[is_consent], m_t[is_consent], n, opt_out)
+        self.opt_in_table = np.full(n, np.nan)  # the customers table's email_opt_in, when it has one
+        if "opt_in" in parts:
+            self.opt_in_table[ints("opt_in", "cix")] = _numbers(parts["opt_in"], "v")
 
 
 class CutoffView:
@@ -419,6 +427,12 @@ class _Builder:
         out[has] = f.action_names[f.contacts.values[0][idx[has]]]
         return out
 
+    def email_opt_in(self) -> np.ndarray:
+        """The latest email consent_change at or before the cutoff (1 - its opt-out key), else the table's value."""
+        f = self.v.f
+        from_events = 1.0 - f.consents.latest_value(self.v.cutoff, self.v.customers, f.consents.values[0])
+        return np.where(np.isnan(from_events), f.opt_in_table[self.v.customers], from_events)
+
     def stage(self) -> np.ndarray:
         intent = self.v.windowed(Windowed("events", "n", _STAGE_INTENT_WINDOW, INTENT_TYPES)) > 0
         return journey_stage(
@@ -449,6 +463,7 @@ SPECIAL: dict[str, Callable[[_Builder], np.ndarray]] = {
     "nps_last": lambda b: b.v.f.nps.latest_value(b.v.cutoff, b.v.customers, b.v.f.nps.values[0]),
     "channels_used_90d": lambda b: (b.v.channel_events() > 0).sum(axis=0).astype(np.float64),
     "last_contact_action": _Builder.last_action,
+    "email_opt_in": _Builder.email_opt_in,
     "journey_stage": _Builder.stage,
 }
 

@@ -11,10 +11,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from core.contract import NOT_ACTIVITY
 from features.journeys.definitions import (
     ACTIVITY_TYPES,
     AGE_DEPENDENT,
-    BUSINESS_INITIATED,
     CART_RESOLUTION_HOURS,
     FEATURE_STAGES,
     FEATURES,
@@ -58,7 +58,7 @@ def catalog_markdown() -> str:
         "- **Windows.** `7d`, `30d`, `90d`, `365d` mean the half-open interval (T - N days, T]: an event "
         "exactly at T counts, one exactly N days before does not. `lifetime` is every event at or before T.",
         "- **Activity** is every customer-initiated event: all types but "
-        + ", ".join(f"`{t}`" for t in BUSINESS_INITIATED)
+        + ", ".join(f"`{t}`" for t in NOT_ACTIVITY)
         + f" ({len(ACTIVITY_TYPES)} types).",
         f"- **Cart abandonment.** A cart add is resolved {CART_RESOLUTION_HOURS} hours after it; it is abandoned "
         f"when no `purchase` by the customer happened in [add, add + {CART_RESOLUTION_HOURS} h], across midnight "

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.contract import CHANNELS, EVENT_TYPES
+from core.contract import CHANNELS, EVENT_TYPES, NOT_ACTIVITY
 
 DAY_US = 86_400_000_000
 
@@ -46,9 +46,8 @@ FEATURE_STAGES: tuple[str, ...] = (
 
 # Events the business initiates; everything else in the vocabulary is customer activity.
 BUSINESS_INITIATED: tuple[str, ...] = ("ad_impression", "email_sent", "marketing_contact")
-ACTIVITY_TYPES: tuple[str, ...] = tuple(
-    t for types in EVENT_TYPES.values() for t in types if t not in BUSINESS_INITIATED
-)
+# Activity is every other type: neither business-initiated nor a consent record (`core.contract.NOT_ACTIVITY`).
+ACTIVITY_TYPES: tuple[str, ...] = tuple(t for types in EVENT_TYPES.values() for t in types if t not in NOT_ACTIVITY)
 # A prospect with any of these in the stage window is in "consideration".
 INTENT_TYPES: tuple[str, ...] = tuple(EVENT_TYPES["consideration"]) + tuple(EVENT_TYPES["purchase"])
 
@@ -302,7 +301,7 @@ RETENTION: list[Feature] = [
             "lifetime", "days", Special("days_since_first_purchase"), ages=True, if_undefined=_NEVER_BOUGHT),
     Feature("days_since_last_activity", "retention",
             "Days from the last customer-initiated event (anything but "
-            f"{_types(BUSINESS_INITIATED)}) to the cutoff.", "lifetime", "days", Special("days_since_last_activity"),
+            f"{_types(NOT_ACTIVITY)}) to the cutoff.", "lifetime", "days", Special("days_since_last_activity"),
             ages=True, if_undefined="NaN when the customer only ever received marketing"),
     Feature("tenure_days", "retention",
             "Days from the customer's first event (or `first_seen` in the customers table, when earlier and not "
@@ -346,7 +345,7 @@ RETENTION: list[Feature] = [
 
 CHANNEL: list[Feature] = [
     *[Feature(f"activity_events_{w}", "channel",
-              f"Customer-initiated events (every type but {_types(BUSINESS_INITIATED)}).", w, "count",
+              f"Customer-initiated events (every type but {_types(NOT_ACTIVITY)}).", w, "count",
               Windowed("events", "n", w, ACTIVITY_TYPES)) for w in ("7d", "30d", "90d")],
     *[Feature(f"channel_share_{ch}_90d", "channel", f"Share of the window's activity events on channel `{ch}`.",
               "90d", "share", ChannelShare(ch), if_undefined="NaN without activity in the window")
@@ -374,6 +373,13 @@ CONTACT: list[Feature] = [
             "`properties.action` of the latest `marketing_contact` (`unknown` when it has none; of contacts at the "
             "same instant, the alphabetically last action).", "lifetime", "category",
             Special("last_contact_action"), kind="categorical", if_undefined="missing (None) when never contacted"),
+    Feature("email_opt_in", "contact",
+            "Email marketing consent at the cutoff: 1 opted in, 0 opted out. The `value` of the latest "
+            "`consent_change` event on channel `email` at or before the cutoff (an opt-out wins over an opt-in at "
+            "the same instant); without one, the customers table's `email_opt_in` column.", "lifetime", "flag",
+            Special("email_opt_in"),
+            if_undefined="NaN when unknown: no such event and no value in the customers table (the action "
+                         "catalog's `consent_missing` says what unknown means)"),
 ]  # fmt: skip
 
 JOURNEY: list[Feature] = [

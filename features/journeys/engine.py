@@ -90,13 +90,15 @@ def event_table(events: pa.Table | pd.DataFrame) -> pa.Table:
 
 
 def _customers_table(customers: pa.Table | pd.DataFrame) -> pa.Table:
+    """customer_id, first_seen and, when the input has it, the boolean email_opt_in (null = unknown)."""
     table = pa.Table.from_pandas(customers, preserve_index=False) if isinstance(customers, pd.DataFrame) else customers
-    return pa.table(
-        {
-            "customer_id": table.column("customer_id").cast(pa.string()),
-            "first_seen": _timestamps(table.column("first_seen")),
-        }
-    )
+    columns = {
+        "customer_id": table.column("customer_id").cast(pa.string()),
+        "first_seen": _timestamps(table.column("first_seen")),
+    }
+    if "email_opt_in" in table.column_names:
+        columns["email_opt_in"] = table.column("email_opt_in").cast(pa.bool_())
+    return pa.table(columns)
 
 
 def _quote(path: str | os.PathLike[str]) -> str:
@@ -126,7 +128,8 @@ def compute_features(
         a directory means every Parquet file under it), or a pyarrow Table / pandas DataFrame.
     cutoffs: one cutoff or many (naive = UTC). Features at T use only events with
         event_time <= T; windows are (T - N days, T]. Many cutoffs are computed in one pass.
-    customers: optional table (path or frame) with customer_id and first_seen (for tenure).
+    customers: optional table (path or frame) with customer_id and first_seen (for tenure), and
+        optionally email_opt_in (boolean, null = unknown: the fallback of the `email_opt_in` feature).
     customer_ids: restrict the population to these customers.
     engine: "duckdb" (default) or "spark" (`spark`: a SparkSession, default `local_spark()`).
     connection: a DuckDB connection to run on (for threads / memory_limit); default a shared
@@ -166,12 +169,15 @@ def _duckdb_parts(
         events_rel = "journey_events"
         views[events_rel] = event_table(events)
     customers_rel = None
+    customers_opt_in = False
     if customers is not None:
         if isinstance(customers, str | os.PathLike):
             customers_rel = f"read_parquet({_quote(customers)})"
+            customers_opt_in = "email_opt_in" in cur.sql(f"SELECT * FROM {customers_rel} LIMIT 0").columns
         else:
             customers_rel = "journey_customers"
             views[customers_rel] = _customers_table(customers)
+            customers_opt_in = "email_opt_in" in views[customers_rel].column_names
     ids_rel = None
     if customer_ids is not None:
         ids_rel = "journey_customer_ids"
@@ -183,6 +189,7 @@ def _duckdb_parts(
         cutoffs_us=tuple(int(c) for c in index.asi8),
         customer_ids=ids_rel,
         customers=customers_rel,
+        customers_opt_in=customers_opt_in,
     )
 
     def materialise(name: str, select: str) -> None:

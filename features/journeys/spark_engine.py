@@ -87,12 +87,15 @@ def spark_parts(
             events_view = view("events", _frame(spark, event_table(events)))
         cutoffs_view = view("cutoffs", _frame(spark, _cutoffs_table(index)))
         customers_view = None
+        customers_opt_in = False
         if customers is not None:
-            frame = (
-                _read(spark, customers).select("customer_id", "first_seen")
-                if isinstance(customers, str | os.PathLike)
-                else _frame(spark, _customers_table(customers))
-            )
+            if isinstance(customers, str | os.PathLike):
+                frame = _read(spark, customers)
+                opt_in = ["email_opt_in"] if "email_opt_in" in frame.columns else []
+                frame = frame.select("customer_id", "first_seen", *opt_in)
+            else:
+                frame = _frame(spark, _customers_table(customers))
+            customers_opt_in = "email_opt_in" in frame.columns
             customers_view = view("customers", frame)
         ids_view = view("ids", _frame(spark, customer_ids)) if customer_ids is not None else None
         plan = journey_plan(
@@ -103,6 +106,7 @@ def spark_parts(
             prefix=prefix,
             customer_ids=ids_view,
             customers=customers_view,
+            customers_opt_in=customers_opt_in,
         )
         def materialise(name: str, select: str) -> None:
             spark.sql(select).createOrReplaceTempView(name)

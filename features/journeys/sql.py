@@ -31,16 +31,16 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from core.contract import CHANNELS, EVENT_TYPE_LIST
+from core.contract import CHANNELS, EVENT_TYPE_LIST, NOT_ACTIVITY
 from features.journeys.definitions import (
     BUCKET_EDGES_DAYS,
-    BUSINESS_INITIATED,
     CART_RESOLUTION_HOURS,
     DAY_US,
 )
 
 CHANNEL_WINDOW_DAYS = 90  # channel shares look at the last 90 days
-MOMENT_TYPES = ("purchase", "nps_response", "marketing_contact", "subscription_cancel")
+MOMENT_TYPES = ("purchase", "nps_response", "marketing_contact", "subscription_cancel", "consent_change")
+CONSENT_CHANNEL = "email"  # the channel of the consent_change events that feed `email_opt_in`
 TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPE_LIST)}
 
 # Columns of each part (all parts carry cix: INT). Times are BIGINT microseconds.
@@ -53,9 +53,11 @@ PART_COLUMNS: dict[str, tuple[str, ...]] = {
     "session_cuts": ("cix", "ci", "s0", "s1c"),  # sessions straddling cutoff ci: last event <= cutoff
     "carts": ("cix", "t", "abandoned"),
     "active_days": ("cix", "t0"),  # first activity of each UTC day with activity
-    # the events whose latest occurrence matters: purchases, NPS answers, contacts, cancellations
+    # the events whose latest occurrence matters: purchases, NPS answers, contacts, cancellations,
+    # email consent changes (other channels' consent events are not read)
     "moments": ("cix", "tc", "t", "v", "action"),
     "first_seen": ("cix", "t"),
+    "opt_in": ("cix", "v"),  # the customers table's email_opt_in (1/0), when it has that column
 }
 
 
@@ -158,6 +160,7 @@ def journey_plan(
     prefix: str = "journey_",
     customer_ids: str | None = None,
     customers: str | None = None,
+    customers_opt_in: bool = False,
 ) -> Plan:
     """The statements for events at or before the last cutoff.
 
@@ -165,7 +168,8 @@ def journey_plan(
     cutoffs: a relation (ci INT, c BIGINT microseconds) of the distinct sorted cutoffs, whose
         values are also passed as `cutoffs_us`; customer_ids: an optional relation
         (customer_id) restricting the population; customers: an optional relation with
-        (customer_id, first_seen); prefix: names the materialised relations.
+        (customer_id, first_seen[, email_opt_in]); customers_opt_in: whether it has the boolean
+        email_opt_in column; prefix: names the materialised relations.
     """
     d = DIALECTS[dialect_name]
     last = max(cutoffs_us)
@@ -174,8 +178,8 @@ def journey_plan(
     ev, cust, events_g, sessions_g, straddlers = (
         f"{prefix}{n}" for n in ("ev", "cust", "events_g", "sessions_g", "straddlers")
     )
-    activity = f"(tc >= 0 AND tc NOT IN ({_codes(BUSINESS_INITIATED)}))"
-    activity_slot = f"slot >= 0 AND FLOOR(slot / {n_global}) NOT IN ({_codes(BUSINESS_INITIATED)})"
+    activity = f"(tc >= 0 AND tc NOT IN ({_codes(NOT_ACTIVITY)}))"
+    activity_slot = f"slot >= 0 AND FLOOR(slot / {n_global}) NOT IN ({_codes(NOT_ACTIVITY)})"
 
     def slot_of(kind: str) -> str:
         return f"slot >= {code[kind] * n_global} AND slot < {(code[kind] + 1) * n_global}"
@@ -245,7 +249,8 @@ FROM {sessions_g} s JOIN {cutoffs} k ON s.s0 <= k.c AND s.s1 > k.c"""),
         ),
         "moments": with_cix(
             "x.tc, x.t, x.v, x.action",
-            f"(SELECT customer_id, tc, t, v, action FROM {ev} WHERE tc IN ({_codes(MOMENT_TYPES)}))",
+            f"(SELECT customer_id, tc, t, v, action FROM {ev} WHERE tc IN ({_codes(MOMENT_TYPES)})"
+            f" AND (tc <> {code['consent_change']} OR ch = {CHANNELS.index(CONSENT_CHANNEL)}))",
         ),
     }
     if customers:
@@ -254,6 +259,13 @@ FROM {sessions_g} s JOIN {cutoffs} k ON s.s0 <= k.c AND s.s1 > k.c"""),
             f"(SELECT customer_id, {d.epoch_us('first_seen')} AS t FROM {customers} WHERE first_seen IS NOT NULL)",
             " GROUP BY c.cix",
         )
+        if customers_opt_in:  # duplicated customers: an opt-out wins
+            parts["opt_in"] = with_cix(
+                "MIN(x.v) AS v",
+                f"(SELECT customer_id, CASE WHEN email_opt_in THEN 1 ELSE 0 END AS v FROM {customers} "
+                "WHERE email_opt_in IS NOT NULL)",
+                " GROUP BY c.cix",
+            )
     def session_cuts(ranges: Sequence[tuple[int, int]]) -> str:
         """Sessions straddling a cutoff: their last event at or before it. `ranges` are (earliest
         straddler start, cutoff) pairs, as literals so that only those slices of events are read."""

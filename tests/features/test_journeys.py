@@ -455,3 +455,28 @@ def test_spark_and_duckdb_give_the_same_features(spark, tmp_path):
     shuffled.to_parquet(path)
     grid = [BASE + pd.Timedelta(days=d) for d in (30, 120, 250, 399)]
     assert_same(compute_features(str(path), grid, engine="spark", spark=spark), compute_features(str(path), grid))
+
+
+@pytest.mark.integration
+def test_spark_and_duckdb_agree_on_email_consent(spark, tmp_path):
+    consent = events([
+        ("a", "2024-02-01 10:00", "consent_change", "email", None, 1, None),
+        ("a", "2024-02-25 10:00", "consent_change", "email", None, 0, None),
+        ("b", "2024-02-01 10:00", "consent_change", "email", None, 1, None),
+        ("b", "2024-02-01 10:00", "consent_change", "email", None, 0, None),  # same instant: the opt-out wins
+        ("c", "2024-02-01 10:00", "consent_change", "app", None, 0, None),  # not email
+    ])  # fmt: skip
+    frame = pd.concat([HAND, consent], ignore_index=True)
+    customers = pd.DataFrame({
+        "customer_id": ["a", "c"],
+        "first_seen": pd.to_datetime(["2023-12-01", "2023-12-01"], utc=True).astype("datetime64[us, UTC]"),
+        "email_opt_in": [True, True],
+    })  # fmt: skip
+    path = tmp_path / "customers.parquet"
+    customers.to_parquet(path)
+    cutoffs = [pd.Timestamp("2024-02-20", tz="UTC"), T]
+    duck = compute_features(frame, cutoffs, customers=path)
+    assert_same(compute_features(frame, cutoffs, customers=path, engine="spark", spark=spark), duck)
+    assert_same(compute_features(frame, cutoffs, customers=customers, engine="spark", spark=spark), duck)
+    at_t = duck[duck["cutoff"] == T].set_index("customer_id")["email_opt_in"]
+    assert at_t["a"] == 0.0 and at_t["b"] == 0.0 and at_t["c"] == 1.0

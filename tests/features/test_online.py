@@ -162,3 +162,33 @@ def test_features_cli_build_materialize_get(built: Path) -> None:
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     bad = run("features", "build", "--as-of", "yesterday-ish", "--json")
     assert bad.returncode == 1 and "not a timestamp" in bad.stdout
+
+
+def test_realtime_refresh_carries_email_consent(built: Path) -> None:
+    """The packed online vector holds email_opt_in, and a refresh reads the customers table as the batch does."""
+    settings = get_settings()
+    assert "email_opt_in" in numeric_names()
+    pd.DataFrame({
+        "customer_id": ["a", "b"],
+        "first_seen": pd.to_datetime(["2024-12-01", "2024-12-01"], utc=True).astype("datetime64[us, UTC]"),
+        "email_opt_in": [False, True],
+    }).to_parquet(settings.customers_path)  # fmt: skip
+    materialize(settings)
+    now = pd.Timestamp("2025-04-10T12:00:00", tz="UTC")
+    assert np.isnan(read_online(open_store(settings), ["a"], now=now).iloc[0]["email_opt_in"])  # built without it
+    new = events([("a", "2025-04-10T11:00:00", "page_view", None), ("b", "2025-04-10T11:00:00", "consent_change", 0.0)])
+    new["event_id"] = ["consent-test-a", "consent-test-b"]
+    new.loc[1, "channel"] = "email"
+    store = EventStore(settings.events_dir)
+    written, _, customers = append_events(store, new, now)
+    assert written == 2 and customers == ["a", "b"]
+    assert refresh_online(customers, settings=settings, now=now) == 2
+    online = read_online(open_store(settings), ["a", "b"], now=now).set_index("customer_id")
+    assert online.loc["a", "email_opt_in"] == 0.0  # the customers table
+    assert online.loc["b", "email_opt_in"] == 0.0  # the event wins over the table's opt-in
+    batch = compute_features(store.glob, [now], customers=settings.customers_path).set_index("customer_id")
+    names = numeric_names()
+    np.testing.assert_allclose(
+        online.loc[["a", "b"], names].to_numpy(float), batch.loc[["a", "b"], names].to_numpy(float),
+        equal_nan=True, atol=1e-9,
+    )  # fmt: skip

@@ -487,3 +487,93 @@ def test_deciding_for_one_customer_is_fast() -> None:
         decide_columnar(feats, scores, policy, k=3)
     columnar = (time.perf_counter() - start) / 5
     assert per_call < columnar / 3  # measured about 20x on 2 shared cores
+
+
+# ---------------------------------------------------------------- consent
+
+
+def _email_actions(catalog) -> set[str]:
+    return {a.id for a in catalog.actions if a.eligibility.consent == "email_opt_in"}
+
+
+@pytest.mark.parametrize("missing", ["allow", "deny"])
+def test_consent_zero_blocks_and_unknown_follows_the_policy(missing: str) -> None:
+    from models import nba
+
+    raw = raw_catalog()
+    raw["contact_rules"]["consent_missing"] = missing
+    catalog = parse_catalog(raw)
+    email = _email_actions(catalog)
+    assert email
+    n = 30
+    feats = quiet_features([f"c{i}" for i in range(n)], stage="repeat")
+    feats["email_opt_in"] = np.array([1.0, 0.0, np.nan] * (n // 3))  # in, out, unknown
+    scores = generous_scores(n)
+    policy = Policy(catalog, holdout_share=0.0)
+    elig = eligibility(feats, scores, catalog)
+    columns = [catalog.action_ids.index(a) for a in sorted(email)]
+    assert elig[0::3][:, columns].any(axis=1).all()
+    assert not elig[1::3][:, columns].any()
+    assert elig[2::3][:, columns].any(axis=1).all() == (missing == "allow")
+    assert not elig[2::3][:, columns].any() or missing == "allow"
+    k = len(catalog.actions)
+    for frame in (feats, feats.assign(email_opt_in=feats["email_opt_in"].map({1.0: True, 0.0: False}))):
+        rows = decide(frame, scores, policy, k=k)  # row by row (n <= SMALL_DECIDE)
+        assert n <= nba.SMALL_DECIDE
+        long = decide_columnar(frame, scores, policy, k=k)
+        by_row = long.groupby("customer_id", sort=False)["action"].agg(set)
+        for i, recs in enumerate(rows):
+            got = {r["action"] for r in recs}
+            assert got == by_row[f"c{i}"]
+            kind = i % 3
+            if kind == 1 or (kind == 2 and missing == "deny"):
+                assert not got & email, (i, got)
+            else:
+                assert got & email, (i, got)
+
+
+def test_opted_out_customers_never_get_an_email_action_across_a_simulated_population() -> None:
+    from models import nba
+
+    simulation = pytest.importorskip("features.simulator.simulation")
+    journeys = pytest.importorskip("features.journeys")
+    sim = simulation.simulate(800, 150, seed=3)
+    cutoff = sim.end
+    ids = sorted(sim.events["customer_id"].astype(str).unique())
+    rng = np.random.default_rng(7)
+    kind = rng.choice(["out", "in", "unknown", "out_later"], len(ids), p=[0.15, 0.35, 0.35, 0.15])
+    consent = []  # opt-ins first, then the opt-outs: the latest at or before the cutoff wins
+    for c, k in zip(ids, kind, strict=True):
+        if k in ("out", "in", "out_later"):
+            consent.append((c, cutoff - pd.Timedelta(days=100), 1.0))
+        if k == "out":
+            consent.append((c, cutoff - pd.Timedelta(days=float(rng.uniform(0, 60))), 0.0))
+        if k == "out_later":  # after the cutoff: must change nothing
+            consent.append((c, cutoff + pd.Timedelta(hours=1), 0.0))
+    extra = pd.DataFrame(consent, columns=["customer_id", "event_time", "value"]).assign(
+        event_type="consent_change", channel="email"
+    )
+    events = pd.concat([sim.events, extra], ignore_index=True)
+    feats = journeys.compute_features(events, [cutoff], customers=sim.customers)
+    kinds = dict(zip(ids, kind, strict=True))
+    expected = {"out": 0.0, "in": 1.0, "out_later": 1.0}
+    for c, v in zip(feats["customer_id"], feats["email_opt_in"], strict=True):
+        assert (np.isnan(v) and kinds[c] == "unknown") or v == expected.get(kinds[c]), (c, v)
+    catalog = load_catalog()
+    email = _email_actions(catalog)
+    policy = Policy(catalog, holdout_share=0.05)
+    scores = generous_scores(len(feats)).assign(customer_id=feats["customer_id"].astype(str).to_numpy())
+    k = len(catalog.actions)
+    long = decide_columnar(feats, scores, policy, k=k)
+    out = {c for c, kd in kinds.items() if kd == "out"}
+    assert not long[long["customer_id"].isin(out) & long["action"].isin(email)].shape[0]
+    small = nba.SMALL_DECIDE
+    rows = [rec for s in range(0, len(feats), small)
+            for rec in decide(feats.iloc[s:s + small], scores, policy, k=k)]  # fmt: skip
+    assert len(rows) == len(feats)
+    for c, recs in zip(feats["customer_id"], rows, strict=True):
+        if c in out:
+            assert not {r["action"] for r in recs} & email, c
+    # not vacuous: opted-in and unknown customers (consent_missing: allow) do get email actions
+    given = long[long["action"].isin(email)]["customer_id"].map(kinds).value_counts()
+    assert given.get("in", 0) > 20 and given.get("unknown", 0) > 20 and given.get("out_later", 0) > 5
