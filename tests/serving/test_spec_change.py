@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import pytest
 
+import serving.runtime
 import training.labels
 from core.settings import Settings
 from serving.runtime import load_champions
 
 
-def test_a_changed_label_spec_skips_that_task_only(
-    trained_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_changed_label_spec_skips_that_task_only(trained_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(home=trained_home, mlflow_tracking_uri=f"sqlite:///{trained_home.resolve() / 'mlflow.db'}")
     models, _, source = load_champions(settings)
     assert source == "registry" and {"churn", "next_purchase"} <= set(models)
@@ -30,8 +28,9 @@ def test_a_changed_label_spec_skips_that_task_only(
         return spec
 
     monkeypatch.setattr(training.labels, "load_spec", edited)
-    with caplog.at_level(logging.INFO):
-        models, _, source = load_champions(settings)
+    events: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(serving.runtime, "log", lambda _logger, event, **fields: events.append((event, fields)))
+    models, _, source = load_champions(settings)
     assert source == "registry", "a changed spec is not an unreachable registry"
     assert "churn" not in models and "next_purchase" in models
-    assert any("champion_spec_mismatch" in r.getMessage() for r in caplog.records)
+    assert [f["task"] for e, f in events if e == "champion_spec_mismatch"] == ["churn"]
