@@ -19,6 +19,16 @@ import pandas as pd
 SMALL = 512  # below this many rows, categorical codes come from a dict; above, from pd.Categorical
 
 
+def to_number(v: Any) -> float:
+    """One cell as `pd.to_numeric(errors="coerce")` (and `encode_frame`) reads it: NaN when not a number."""
+    if v is None or v is pd.NA:
+        return float("nan")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def default_index(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame.reset_index(drop=True)`, without the copy when the index is already 0..n-1 (a batch
     chunk of 50,000 rows x 150 columns costs ~20 ms to copy)."""

@@ -60,6 +60,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.columns import default_index, to_number
+
 NO_ACTION = "no_action"
 Outcome = Literal["purchase", "conversion", "retention", "review", "referral"]
 OUTCOMES: tuple[str, ...] = ("purchase", "conversion", "retention", "review", "referral")
@@ -413,7 +415,7 @@ def align_scores(features: pd.DataFrame, scores: pd.DataFrame | None) -> pd.Data
     if "customer_id" in scores.columns and len(scores) == len(ids):
         same = scores["customer_id"].astype(str).to_numpy()
         if np.array_equal(same, ids.to_numpy()):
-            return scores.reset_index(drop=True)
+            return default_index(scores)
     s = scores if "customer_id" not in scores.columns else scores.set_index("customer_id")
     s = s[~s.index.duplicated(keep="last")]
     s.index = s.index.astype(str)
@@ -693,7 +695,7 @@ def decide_arrays(
     """The decision as arrays (what `decide` and `decide_columnar` format). `inputs` overrides the models."""
     if "customer_id" not in features.columns:
         raise ValueError("features need a customer_id column")
-    features = features.reset_index(drop=True)
+    features = default_index(features)
     scores = align_scores(features, scores)
     catalog = policy.catalog
     eligible = eligibility(features, scores, catalog)
@@ -748,7 +750,7 @@ def reasons(
 ) -> np.ndarray:
     """Plain-words reasons for (row, action index) pairs, e.g.
     "churn risk 0.72, value high, no contact in 14 days: win-back offer (+0.031 purchase probability)"."""
-    parts = _reason_parts(features.reset_index(drop=True), scores, catalog)
+    parts = _reason_parts(default_index(features), scores, catalog)
     out = np.empty(len(rows), dtype=object)
     no_action = catalog.action_ids.index(NO_ACTION)
     for j, action in enumerate(catalog.actions):
@@ -786,7 +788,7 @@ def decide_columnar(
     with_reasons: bool = True,
 ) -> pd.DataFrame:
     """The decision as a long frame: one row per (customer, rank). See the module docstring."""
-    features = features.reset_index(drop=True)
+    features = default_index(features)
     d = decide_arrays(features, scores, policy, k, max_contacts=max_contacts, budget=budget)
     rows, slot = np.nonzero(d.valid)
     idx = d.order[rows, slot]
@@ -851,16 +853,6 @@ def decide(
 
 
 _NAN = float("nan")
-
-
-def _fnum(v: Any) -> float:
-    """A value as `pd.to_numeric(errors="coerce")` reads it (NaN when it is not a number)."""
-    if v is None or v is pd.NA:
-        return _NAN
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return _NAN
 
 
 def _column(frame: pd.DataFrame | None, name: str | None) -> list[Any] | None:
@@ -934,12 +926,12 @@ def _score_rows(features: pd.DataFrame, scores: pd.DataFrame | None) -> list[dic
     values = {c: scores[c].to_numpy(dtype=object).tolist() for c in names}
     ids = [str(v) for v in features["customer_id"].to_numpy(dtype=object).tolist()]
     if "customer_id" in scores.columns and keys == ids:  # already in row order
-        return [{c: _fnum(values[c][i]) for c in names} for i in range(n)]
+        return [{c: to_number(values[c][i]) for c in names} for i in range(n)]
     where = {key: i for i, key in enumerate(keys)}  # the last duplicate wins
     out = []
     for cid in ids:
         i = where.get(cid)
-        out.append({} if i is None else {c: _fnum(values[c][i]) for c in names})
+        out.append({} if i is None else {c: to_number(values[c][i]) for c in names})
     return out
 
 
@@ -980,7 +972,7 @@ def _decide_small(
 
     for i in range(n):
         sc = score_rows[i]
-        since = _fnum(get(cols.days_since_last_contact, i))
+        since = to_number(get(cols.days_since_last_contact, i))
         never = since != since
         last = get(cols.last_contact_action, i)
         last_j = -1 if never or not isinstance(last, str) or last not in ids else ids.index(last)
@@ -988,7 +980,7 @@ def _decide_small(
         for w, c in cols.contacts.items():
             col = raw.get(c)
             if col is not None:
-                v = _fnum(col[i])
+                v = to_number(col[i])
                 counts[w] = 0.0 if v != v else v
         windows = sorted(counts)
         base_ok = never or since >= rules.min_days_between_contacts
@@ -996,11 +988,11 @@ def _decide_small(
             base_ok = base_ok and counts[window] + 1 <= cap
         stage = get(cols.stage, i)
         stage_known = isinstance(stage, str) and stage in catalog.stages
-        purchases = _fnum(get(cols.purchases, i))
+        purchases = to_number(get(cols.purchases, i))
         purchases = 0.0 if purchases != purchases else purchases
-        tenure = _fnum(get(cols.tenure_days, i))
+        tenure = to_number(get(cols.tenure_days, i))
         tenure = 0.0 if tenure != tenure else tenure
-        cust_value = _fnum(get(cols.value, i)) if cols.value else _NAN
+        cust_value = to_number(get(cols.value, i)) if cols.value else _NAN
         known_value = cust_value == cust_value and abs(cust_value) != float("inf") and cust_value > 0
         held = bool(holdout[i]) if holdout is not None else False
         bases: dict[str, float] = {}
@@ -1019,7 +1011,7 @@ def _decide_small(
                         break
             if ok:
                 for name, bound in e.features.items():
-                    if not _bound_ok(_fnum(get(name, i)), bound):
+                    if not _bound_ok(to_number(get(name, i)), bound):
                         ok = False
                         break
             if ok and e.consent:

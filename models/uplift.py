@@ -44,21 +44,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from models.columns import to_number
 from models.estimators import booster_predict, encode_frame, learn_categories
 
 ARM_FEATURE = "__arm"
 SMALL_ROWS = 32  # up to this many rows (an API request) features are encoded row by row, without pandas per column
 _NAN = float("nan")
-
-
-def _number(v: Any) -> float:
-    """A cell as `encode_frame` reads a numeric column (NaN when not a number)."""
-    if v is None or v is pd.NA:
-        return _NAN
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return _NAN
 
 
 class UpliftModel(BaseEstimator):
@@ -153,7 +144,7 @@ class UpliftModel(BaseEstimator):
                 v = row[p]
                 codes = lookup.get(name)
                 if codes is None:
-                    cells[i] = _number(v)
+                    cells[i] = to_number(v)
                 elif not (v is None or v is pd.NA or (isinstance(v, float) and v != v)):
                     cells[i] = codes.get(str(v), _NAN)
             out[r] = cells

@@ -42,8 +42,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from core.output import emit, err, fail
+from core.output import emit, err, fail, json_default
 from core.settings import Settings, get_settings
+from features.events.store import fsync_dir
 
 if TYPE_CHECKING:  # scoring pulls in LightGBM: imported where used, so `journey --help` stays fast
     from serving.drift import DriftMonitor
@@ -134,14 +135,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FileSink:
     """Parquet or CSV written to `.<name>.partial-<pid>` beside the destination, renamed on commit."""
 
@@ -198,7 +191,7 @@ class FileSink:
             with open(self.tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(self.tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             raise BatchError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
@@ -543,14 +536,6 @@ def run_id_for(cutoff: pd.Timestamp, versions: dict[str, str], ids_digest: str, 
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)
-
-
 def _r6(value: Any) -> Any:
     # Six decimals in the JSON text: compact, and the last-bit differences of float sums in another
     # engine's features (Spark against DuckDB) do not show.
@@ -558,7 +543,7 @@ def _r6(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
+    return json.dumps(value, separators=(",", ":"), default=json_default)
 
 
 ACTION_FIELDS = ("action", "expected_incremental_value", "uplift", "p_base", "value", "cost", "reason")

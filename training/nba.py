@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from core.output import json_default
 from core.settings import Settings
 from core.time import to_utc
 from models.estimators import learn_categories
@@ -625,7 +626,7 @@ def register_policy(
             mlflow.log_artifact(str(table), artifact_path="evaluation")
         bundle_path = Path(tmp) / BUNDLE_FILE
         bundle_path.write_text(json.dumps(policy_bundle(models, catalog, {"metrics": metrics, "params": params}),
-                                          default=_json_default))  # fmt: skip
+                                          default=json_default))  # fmt: skip
         catalog_path = Path(tmp) / "actions.yaml"
         catalog_path.write_text(yaml.safe_dump(catalog.model_dump(mode="json"), sort_keys=False))
         primary_group = "purchase" if "purchase" in models else sorted(models)[0]
@@ -656,16 +657,6 @@ def register_policy(
         "gate": why,
         "champion_qini_same_rows": champion_qini,
     }
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)
 
 
 # -------------------------------------------------------------------- training from the store

@@ -19,6 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from core.output import json_default
 from models.estimators import encode_frame
 from models.task_model import TaskModel
 
@@ -96,7 +97,7 @@ def log_task_model(model: TaskModel, features: pd.DataFrame, registered_model: s
     )
     with tempfile.TemporaryDirectory() as tmp:
         bundle_path = Path(tmp) / BUNDLE_FILE
-        bundle_path.write_text(json.dumps(model.to_bundle(), default=_json_default))
+        bundle_path.write_text(json.dumps(model.to_bundle(), default=json_default))
         extra = [str(bundle_path)]
         for name, b in model.boosters().items():
             if name != "part0":
@@ -127,16 +128,6 @@ def pip_requirements() -> list[str]:
         except PackageNotFoundError:
             reqs.append(dist)
     return reqs
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)
 
 
 def load_model_uri(model_uri: str) -> TaskModel:

@@ -62,7 +62,8 @@ def event_keys(event_ids: pa.Array | pa.ChunkedArray | list[str] | np.ndarray) -
     return keys
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable (the directory entry itself is fsynced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -168,7 +169,7 @@ class EventStore:
         intent_tmp = txn_dir / f".{batch}.json{TMP_SUFFIX}"
         _write_durable(intent_tmp, json.dumps({"moves": moves}).encode())
         os.replace(intent_tmp, txn_dir / f"{batch}.json")
-        _fsync_dir(txn_dir)
+        fsync_dir(txn_dir)
         for tmp_name, final_name in moves:
             os.replace(self.root / tmp_name, self.root / final_name)
         (txn_dir / f"{batch}.json").unlink()
