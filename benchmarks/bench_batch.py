@@ -7,11 +7,12 @@
 Needs a trained workspace (champions and an offline feature table: `journey features build`,
 `journey train`). Customers are synthesised chunk by chunk by resampling rows of the newest
 feature table with multiplicative noise on the numeric features (so no 1M-customer simulation
-is needed and the frame never exists whole). Every chunk is scored twice, interleaved so load
-on the machine hits both alike:
+is needed and the frame never exists whole). Every chunk is scored twice, interleaved by rounds of
+2 x workers chunks (made before either is timed) so load on the machine hits both alike:
 
-- the batch path: `serving.batch.score_chunk` (the API's `score_columns`: every champion, percentiles,
-  next-best actions, JSON text) and the Parquet write, as `journey score --no-reasons` does;
+- the batch path: `serving.batch.scored_chunks` (`score_chunk`, the API's `score_columns`: every
+  champion, percentiles, next-best actions, JSON text; chunks in parallel threads, one per core,
+  one LightGBM thread each) and the Parquet write, as `journey score --no-reasons` does;
 - the floor: `Booster.predict` of every booster the champions use, on the same rows already encoded
   as float32 matrices (a timing model asks its booster once per hazard period).
 
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--reasons-rows", type=int, default=5_000, help="rows for the reasons timing (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="chunks scored at once (default: one per core)")
     parser.add_argument("--profile", action="store_true", help="cProfile one chunk of the batch path")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -98,7 +100,7 @@ def main() -> None:
 
     from core.settings import get_settings
     from features.online import feature_tables, numeric_names
-    from serving.batch import load_context, score_chunk, to_arrow
+    from serving.batch import batch_workers, load_context, score_chunk, scored_chunks, to_arrow
 
     settings = get_settings()
     tables = feature_tables(settings)
@@ -126,24 +128,32 @@ def main() -> None:
 
     batch_s = floor_s = 0.0
     rows = 0
+    workers = args.workers or batch_workers()
+    starts = list(range(0, args.customers, args.chunk_rows))
+    per_round = 2 * workers  # chunks per interleaved round: enough for the pipeline to fill
     with tempfile.TemporaryDirectory() as tmp:
         writer = pq.ParquetWriter(Path(tmp) / "scores.parquet", schema, compression="zstd")
-        for start in range(0, args.customers, args.chunk_rows):
-            n = min(args.chunk_rows, args.customers - start)
-            chunk = synth_chunk(source, numeric, start, n, args.seed)
-            inputs = floor_inputs(ctx.models, chunk)
-            floor_s += run_floor(inputs)
-            del inputs
+        for first in range(0, len(starts), per_round):
+            chunks = [
+                synth_chunk(source, numeric, start, min(args.chunk_rows, args.customers - start), args.seed)
+                for start in starts[first : first + per_round]
+            ]
+            for chunk in chunks:
+                inputs = floor_inputs(ctx.models, chunk)
+                floor_s += run_floor(inputs)
+                del inputs
             t = time.perf_counter()
-            out = score_chunk(chunk, ctx)
-            writer.write_table(to_arrow(out, schema))
+            for _, out in scored_chunks(iter(chunks), ctx, workers):
+                writer.write_table(to_arrow(out, schema))
+                rows += len(out)
             batch_s += time.perf_counter() - t
-            rows += len(out)
+            del chunks
         writer.close()
         out_mb = (Path(tmp) / "scores.parquet").stat().st_size / 1e6
     result: dict[str, Any] = {
         "customers": rows,
         "chunk_rows": args.chunk_rows,
+        "workers": workers,
         "tasks": ctx.tasks,
         "booster_calls_per_row": sum(c for *_, c in floor_inputs(ctx.models, source.head(10))),
         "batch_seconds": round(batch_s, 2),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(default=10.0, gt=0)
     holdout_share: float = Field(default=0.05, ge=0, le=1)
+    reasons_method: Literal["leaf", "shap"] = Field(
+        default="leaf",
+        description="How reasons are computed: leaf (TreeSHAP's expectation given the leaves reached, "
+        "the cost of a prediction) or shap (exact TreeSHAP, 20-80x the cost)",
+    )
 
     @property
     def root(self) -> Path:

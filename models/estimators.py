@@ -12,7 +12,9 @@ never sees rows that chose the number of trees.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import lightgbm as lgb
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from models.attribution import METHODS, LeafAttribution, leaf_shap_table
 from models.calibration import Calibrator
 from models.columns import FeatureColumns, encode_matrix
 
@@ -27,13 +30,31 @@ SMALL_BATCH = 4096  # rows of plain prediction below which one thread is faster 
 SMALL_CONTRIB = 8  # rows of pred_contrib (TreeSHAP: ~0.3-1 ms a row here) below which the same holds
 
 
+_threads = threading.local()
+
+
+@contextmanager
+def predict_threads(n: int) -> Iterator[None]:
+    """Within the block, this thread's `booster_predict` calls use `n` OpenMP threads: batch
+    scoring runs chunks in parallel Python threads, one predict thread each (docs/batch.md)."""
+    before = getattr(_threads, "n", None)
+    _threads.n = n
+    try:
+        yield
+    finally:
+        _threads.n = before
+
+
 def booster_predict(booster: Any, X: Any, **kwargs: Any) -> Any:
     """Booster.predict, single-threaded for small inputs: for one API customer, starting the
     OpenMP team cost more than the trees (7 ms vs 0.3 ms per call on 2 cores). A few thousand
     rows of plain prediction take well under a millisecond, while pred_contrib costs hundreds of
-    microseconds per row, so its threshold is much lower."""
+    microseconds per row, so its threshold is much lower. `predict_threads` overrides both."""
     limit = SMALL_CONTRIB if kwargs.get("pred_contrib") else SMALL_BATCH
-    if len(X) <= limit:
+    forced = getattr(_threads, "n", None)
+    if forced:
+        kwargs["num_threads"] = forced
+    elif len(X) <= limit:
         kwargs["num_threads"] = 1
     return booster.predict(X, **kwargs)
 
@@ -144,11 +165,31 @@ class _GBMBase(BaseEstimator):
     def raw_matrix(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(booster_predict(self.booster_, matrix, num_iteration=self.best_iteration_), dtype=float)
 
-    def contributions_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """pred_contrib of an encoded matrix: (n, features + 1), the last column is the bias."""
+    def contributions_matrix(self, matrix: np.ndarray, method: str = "leaf") -> np.ndarray:
+        """Contributions of an encoded matrix in raw score units: (n, features + 1), the last column
+        is the bias. `leaf`: from the leaves each row reaches (models.attribution); `shap`: LightGBM's
+        pred_contrib (exact TreeSHAP). Both add up to the raw score."""
+        if method == "leaf":
+            leaves = booster_predict(self.booster_, matrix, pred_leaf=True, num_iteration=self.best_iteration_)
+            return self.leaf_attribution().contributions(leaves)
+        if method != "shap":
+            raise ValueError(f"unknown attribution method {method!r}; choose one of {METHODS}")
         return np.asarray(
             booster_predict(self.booster_, matrix, pred_contrib=True, num_iteration=self.best_iteration_), dtype=float
         )
+
+    def leaf_attribution(self) -> LeafAttribution:
+        """The booster's leaf credit table, built on first use (tens of milliseconds)."""
+        table = getattr(self, "_leaf_attribution", None)
+        if table is None or table.booster is not self.booster_:
+            table = LeafAttribution(self.booster_, self.best_iteration_, getattr(self, "leaf_shap_", None))
+            table.booster = self.booster_
+            self._leaf_attribution = table
+        return table
+
+    def _attribution_rows(self, X: pd.DataFrame) -> np.ndarray:
+        """The training rows the leaf table averages TreeSHAP over (as the model is asked at scoring)."""
+        return X.to_numpy(np.float32)
 
     def _train(
         self,
@@ -169,12 +210,13 @@ class _GBMBase(BaseEstimator):
             params, train_set, num_boost_round=self.n_estimators, valid_sets=valid_sets, callbacks=callbacks
         )
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
+        self.leaf_shap_ = leaf_shap_table(booster, self._attribution_rows(X), self.best_iteration_, self.seed)
         return booster
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-row SHAP values (LightGBM pred_contrib) in raw score units, plus `bias`."""
-        enc = self._encode(X)
-        contrib = booster_predict(self.booster_, enc, pred_contrib=True, num_iteration=self.best_iteration_)
+    def contributions(self, X: pd.DataFrame, method: str = "shap") -> pd.DataFrame:
+        """Per-row contributions in raw score units, plus `bias`: SHAP values (LightGBM pred_contrib)
+        or leaf attributions (`method="leaf"`, see `contributions_matrix`)."""
+        contrib = _GBMBase.contributions_matrix(self, self._encode(X).to_numpy(np.float32), method)
         return pd.DataFrame(contrib, columns=[*self.feature_names_, "bias"], index=X.index)
 
     def feature_importance(self) -> pd.DataFrame:
@@ -432,6 +474,12 @@ class DiscreteHazardModel(_GBMBase):
         """Expected days to the event (restricted to the last bin)."""
         return self.raw_horizons(X)["expected_days"].to_numpy()
 
+    def _attribution_rows(self, X: pd.DataFrame) -> np.ndarray:
+        """Person-period rows with the period set to the one reasons explain."""
+        rows = X.to_numpy(np.float32)
+        rows[:, -1] = self.reference_period()
+        return rows
+
     def reference_period(self) -> int:
         """The period reasons explain: the one ending at the first horizon of at least 30 days
         (else the longest horizon). One period, not a sum over all: pred_contrib costs about as
@@ -440,24 +488,22 @@ class DiscreteHazardModel(_GBMBase):
         ends = [h for h in sorted(self.horizons) if h >= 30] or [max(self.horizons)]
         return bins.index(ends[0])
 
-    def contributions(self, X: pd.DataFrame, periods: Sequence[int] | None = None) -> pd.DataFrame:
-        """pred_contrib (log-odds of the period hazard) summed over `periods` (default: the reference period)."""
+    def contributions(
+        self, X: pd.DataFrame, method: str = "shap", periods: Sequence[int] | None = None
+    ) -> pd.DataFrame:
+        """Contributions to the log-odds of the period hazard (`method` as in `_GBMBase.contributions`)
+        summed over `periods` (default: the reference period)."""
         if periods is None:
             periods = [self.reference_period()]
         total = None
         for k in periods:
-            c = booster_predict(
-                self.booster_, self._encode_with_period(X, k), pred_contrib=True, num_iteration=self.best_iteration_
-            )
+            c = _GBMBase.contributions_matrix(self, self._encode_with_period(X, k).to_numpy(np.float32), method)
             total = c if total is None else total + c
         frame = pd.DataFrame(total, columns=[*self.feature_names_, "period", "bias"], index=X.index)
         return frame.drop(columns="period")
 
-    def contributions_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """pred_contrib of the reference period for an encoded matrix: (n, features + 1), bias last
-        (the period's own column dropped, as `contributions` does)."""
+    def contributions_matrix(self, matrix: np.ndarray, method: str = "leaf") -> np.ndarray:
+        """Contributions of the reference period's hazard for an encoded matrix: (n, features + 1),
+        bias last (the period's own column dropped, as `contributions` does)."""
         stacked = self.with_periods(matrix, [self.reference_period()])
-        c = np.asarray(
-            booster_predict(self.booster_, stacked, pred_contrib=True, num_iteration=self.best_iteration_), dtype=float
-        )
-        return np.delete(c, -2, axis=1)
+        return np.delete(super().contributions_matrix(stacked, method), -2, axis=1)

@@ -223,10 +223,10 @@ class JourneyModel(BaseEstimator):
     def primary_output(self) -> str:
         return self._primary_name()
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """SHAP values (LightGBM pred_contrib) of the primary output, in raw score units
-        (log-odds for probabilities, log-value for amounts), plus `bias`."""
-        return self.estimator_.contributions(self.augment(X))
+    def contributions(self, X: pd.DataFrame, method: str = "shap") -> pd.DataFrame:
+        """Contributions to the primary output in raw score units (log-odds for probabilities,
+        log-value for amounts), plus `bias`: SHAP values (pred_contrib) or leaf attributions."""
+        return self.estimator_.contributions(self.augment(X), method)
 
     # -- the array path (serving and batch scoring) ------------------------------------------
     # The same numbers as augment / raw_outputs / predict_frame / contributions above, computed
@@ -319,11 +319,13 @@ class JourneyModel(BaseEstimator):
                 outputs[name][rows] = prior[name]
         return PartScores(outputs=outputs, cold=cold, matrix=matrix, derived=derived)
 
-    def contributions_rows(self, scored: PartScores, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def contributions_rows(
+        self, scored: PartScores, rows: np.ndarray, method: str = "leaf"
+    ) -> tuple[np.ndarray, list[str]]:
         """(contributions of the primary output for `rows` without the bias column, feature names),
-        the values `contributions` gives."""
+        the values `contributions(..., method)` gives."""
         est = self.estimator_
-        contrib = est.contributions_matrix(scored.matrix[rows])
+        contrib = est.contributions_matrix(scored.matrix[rows], method)
         return contrib[:, :-1], list(est.feature_names_)
 
     def feature_value(self, cols: FeatureColumns, scored: PartScores, name: str, row: int) -> Any:
@@ -353,6 +355,7 @@ class JourneyModel(BaseEstimator):
                 "feature_names": est.feature_names_,
                 "categories": est.categories_,
                 "best_iteration": est.best_iteration_,
+                "leaf_shap": getattr(est, "leaf_shap_", None),
             },
             "btyd": None if self.btyd_ is None else self.btyd_.params_,
             "cold_start": self.cold_start_.to_dict(),
@@ -382,6 +385,8 @@ class JourneyModel(BaseEstimator):
         est.feature_names_ = list(e["feature_names"])
         est.categories_ = {k: list(v) for k, v in e["categories"].items()}
         est.best_iteration_ = int(e["best_iteration"])
+        if e.get("leaf_shap"):  # models saved before the table existed explain with path credit alone
+            est.leaf_shap_ = e["leaf_shap"]
         est.booster_ = boosters["main"]
         if isinstance(est, GBMClassifier):
             est.classes_ = np.array([0, 1])

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.attribution import METHODS
 from models.columns import FeatureColumns, default_index
 from models.journey_model import PartScores
 from models.reasons import Describe, definitions_describer, top_reasons_matrix
@@ -35,15 +36,26 @@ class Scorer:
         spec_hashes: Mapping[str, str] | None = None,
         top_k: int = 3,
         describe: Describe | None = None,
+        attribution: str = "leaf",
     ) -> None:
         """`spec_hashes` (task -> hash of the label spec in force) makes every model check it was trained
-        on that spec; a mismatch raises SpecMismatchError here, before anything is scored."""
+        on that spec; a mismatch raises SpecMismatchError here, before anything is scored.
+        `attribution` is how reasons are computed: `leaf` (TreeSHAP's expectation given the leaves a row
+        reaches, models.attribution) or `shap` (exact TreeSHAP, 20-80 times the cost)."""
+        if attribution not in METHODS:
+            raise ValueError(f"unknown attribution method {attribution!r}; choose one of {METHODS}")
+        self.attribution = attribution
         self.models = dict(models)
         self.spec_hashes = dict(spec_hashes or {})
         self.top_k = top_k
         self.describe = describe or definitions_describer()
         for task, model in self.models.items():
             model.check_spec(self.spec_hashes.get(task))
+        if attribution == "leaf":  # build the leaf credit tables now, not on the first request
+            for model in self.models.values():
+                est = model.primary.estimator_
+                if hasattr(est, "leaf_attribution"):
+                    est.leaf_attribution()
 
     @property
     def tasks(self) -> list[str]:
@@ -68,7 +80,7 @@ class Scorer:
 
         The array path: the frame's columns are read once (FeatureColumns), each model encodes one
         float32 matrix and asks its booster once (a hazard model stacks its periods), and
-        pred_contrib runs only for the warm rows of the tasks whose reasons are asked for."""
+        attributions run only for the warm rows of the tasks whose reasons are asked for."""
         frame = default_index(features)
         chosen = list(tasks) if tasks is not None else self.tasks
         unknown = [t for t in chosen if t not in self.models]
@@ -96,7 +108,7 @@ class Scorer:
         result: list[list[dict[str, Any]]] = [[] for _ in range(cols.n)]
         warm = np.flatnonzero(~cold)
         if len(warm):
-            contrib, names = part.contributions_rows(scored, warm)
+            contrib, names = part.contributions_rows(scored, warm, self.attribution)
             rows = warm.tolist()
 
             def value_of(i: int, name: str) -> Any:

@@ -325,11 +325,11 @@ class UpliftModel(BaseEstimator):
             frame = enc.copy()
             cats = range(len(self.arms_) + 1)
             frame[ARM_FEATURE] = pd.Categorical(np.zeros(n, dtype=int), categories=cats)
-            out[:, 0] = self.boosters_["s"].predict(frame)
+            out[:, 0] = booster_predict(self.boosters_["s"], frame)
             for i, a in enumerate(self.arms_):
                 if self.n_treated_[a]:
                     frame[ARM_FEATURE] = pd.Categorical(np.full(n, i + 1), categories=cats)
-                    out[:, i + 1] = self.boosters_["s"].predict(frame)
+                    out[:, i + 1] = booster_predict(self.boosters_["s"], frame)
                 else:
                     out[:, i + 1] = out[:, 0]
             return out
@@ -339,8 +339,8 @@ class UpliftModel(BaseEstimator):
                 out[:, i + 1] = out[:, 0]
             elif self.learner == "x":
                 g = self.x_share_[a]
-                tau0 = np.asarray(self.boosters_["tau0:" + a].predict(enc), dtype=float)
-                tau1 = np.asarray(self.boosters_["tau1:" + a].predict(enc), dtype=float)
+                tau0 = np.asarray(booster_predict(self.boosters_["tau0:" + a], enc), dtype=float)
+                tau1 = np.asarray(booster_predict(self.boosters_["tau1:" + a], enc), dtype=float)
                 tau = g * tau0 + (1 - g) * tau1
                 out[:, i + 1] = np.clip(out[:, 0] + tau, 0.0, 1.0)
             else:

@@ -462,6 +462,7 @@ class ScoringContext:
     cutoff: pd.Timestamp
     run_id: str = ""
     reasons: bool = True
+    attribution: str = "leaf"
     _scorer: Any = field(default=None, repr=False)
 
     @property
@@ -473,7 +474,7 @@ class ScoringContext:
         if self._scorer is None:
             from models.scorer import Scorer
 
-            self._scorer = Scorer(self.models)
+            self._scorer = Scorer(self.models, attribution=self.attribution)
         return self._scorer
 
     def __getstate__(self) -> dict[str, Any]:
@@ -522,15 +523,29 @@ def load_context(settings: Settings, cutoff: pd.Timestamp) -> tuple[ScoringConte
     versions = {t: str(infos[t].get("version")) for t in TASK_ORDER if t in infos}
     if policy is not None and getattr(policy, "version", None):
         versions["nba"] = str(policy.version)
-    ctx = ScoringContext(models=models, policy=policy, reference=Reference(), versions=versions, cutoff=cutoff)
+    ctx = ScoringContext(
+        models=models,
+        policy=policy,
+        reference=Reference(),
+        versions=versions,
+        cutoff=cutoff,
+        attribution=settings.reasons_method,
+    )
     ctx.reference = _reference(settings, ctx.scorer)
     return ctx, infos
 
 
-def run_id_for(cutoff: pd.Timestamp, versions: dict[str, str], ids_digest: str, reasons: bool) -> str:
-    """Deterministic: the same cutoff, models, policy and customers give the same run id."""
+def run_id_for(
+    cutoff: pd.Timestamp, versions: dict[str, str], ids_digest: str, reasons: bool, attribution: str = "leaf"
+) -> str:
+    """Deterministic: the same cutoff, models, policy, customers and reasons give the same run id."""
     key = json.dumps(
-        {"cutoff": cutoff.isoformat(), "versions": versions, "customers": ids_digest, "reasons": reasons},
+        {
+            "cutoff": cutoff.isoformat(),
+            "versions": versions,
+            "customers": ids_digest,
+            "reasons": attribution if reasons else False,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -638,6 +653,53 @@ def score_chunk(features: pd.DataFrame, ctx: ScoringContext) -> pd.DataFrame:
         features, ctx.scorer, ctx.policy, ctx.reference, explain=ctx.reasons, actions=True, action_rows=True
     )
     return format_rows(table, ctx)
+
+
+def batch_workers() -> int:
+    """Chunks scored at once: one per core (JOURNEY_BATCH_WORKERS overrides; 1 = in sequence)."""
+    raw = os.environ.get("JOURNEY_BATCH_WORKERS", "")
+    return max(1, int(raw)) if raw.isdigit() else max(1, os.cpu_count() or 1)
+
+
+def scored_chunks(
+    chunks: Iterator[pd.DataFrame], ctx: ScoringContext, workers: int | None = None
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(features, output rows) per chunk, in input order. With several workers, chunks are scored
+    in parallel threads, each with one LightGBM thread: the boosters release the GIL, so one
+    chunk's trees run while another's actions and JSON are built in Python, where a single
+    chunk at a time leaves a core idle during the Python part. At most `workers` chunks are in
+    flight, so memory stays bounded; output is identical to scoring in sequence."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.estimators import predict_threads
+
+    workers = workers or batch_workers()
+    if workers <= 1:
+        for feats in chunks:
+            yield feats, score_chunk(feats, ctx)
+        return
+    ctx.scorer  # noqa: B018 - build the shared scorer (and its leaf tables) before the threads start
+    threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def job(feats: pd.DataFrame) -> pd.DataFrame:
+        with predict_threads(threads):
+            return score_chunk(feats, ctx)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
+        pending: deque[tuple[pd.DataFrame, Any]] = deque()
+        try:
+            for feats in chunks:
+                pending.append((feats, pool.submit(job, feats)))
+                if len(pending) >= workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
 def to_arrow(rows: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -770,7 +832,7 @@ def score_run(
         if len(plan.ids) == 0:
             raise BatchError(f"no customer has an event at or before {cutoff.isoformat()}: nothing to score")
         ctx.reasons = reasons
-        ctx.run_id = run_id_for(cutoff, ctx.versions, plan.digest, reasons)
+        ctx.run_id = run_id_for(cutoff, ctx.versions, plan.digest, reasons, ctx.attribution)
         schema = ctx.schema()
         monitor = build_monitor(settings, ctx, infos)
         stats = RunStats()
@@ -790,8 +852,7 @@ def score_run(
                     for feats in plan.chunks(chunk_rows):
                         monitor.update(feats, {})
             else:
-                for feats in plan.chunks(chunk_rows):
-                    rows = score_chunk(feats, ctx)
+                for feats, rows in scored_chunks(plan.chunks(chunk_rows), ctx):
                     sink.write(to_arrow(rows, schema))
                     scores = stats.add(rows, ctx)
                     if monitor is not None:

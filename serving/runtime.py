@@ -179,7 +179,7 @@ class Runtime:
         from models.scorer import Scorer
         from training.nba import load_policy
 
-        scorer = Scorer(models)
+        scorer = Scorer(models, attribution=self.settings.reasons_method)
         versions = {t: str(info.get("version")) for t, info in infos.items()}
         try:
             if source == "registry":

@@ -61,6 +61,7 @@ def test_classifier_fit_returns_self_and_calibrates() -> None:
     raw = est.booster_.predict(encode_frame(Xt.head(5), est.feature_names_, est.categories_), raw_score=True,
                                num_iteration=est.best_iteration_)  # fmt: skip
     assert np.allclose(contrib.sum(axis=1), raw)
+    assert np.allclose(est.contributions(Xt.head(5), "leaf").sum(axis=1), raw)  # leaf attributions too
 
 
 def test_unseen_category_is_missing_not_an_error() -> None:
@@ -169,8 +170,10 @@ def test_hazards_from_a_matrix_equal_one_predict_per_period(n: int) -> None:
     want = est.predict_horizons(Xs)
     for col in want.columns:
         np.testing.assert_array_equal(got[col], want[col].to_numpy())
-    contrib = est.contributions(Xs).to_numpy()
-    np.testing.assert_allclose(est.contributions_matrix(enc.to_numpy(np.float32)), contrib, rtol=0, atol=1e-12)
+    for method in ("shap", "leaf"):
+        contrib = est.contributions(Xs, method).to_numpy()
+        got = est.contributions_matrix(enc.to_numpy(np.float32), method)
+        np.testing.assert_allclose(got, contrib, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [5, 900])  # categorical codes from a dict (few rows) and from pd.Categorical

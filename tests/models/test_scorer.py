@@ -127,7 +127,9 @@ def reference_score(scorer: Scorer, frame: pd.DataFrame) -> pd.DataFrame:
         warm = np.flatnonzero(~cold)
         reasons: list[list[dict]] = [[] for _ in range(len(frame))]
         rows = frame.iloc[warm]
-        words = top_reasons(part.contributions(rows), part.feature_values(rows), scorer.describe, scorer.top_k)
+        words = top_reasons(
+            part.contributions(rows, scorer.attribution), part.feature_values(rows), scorer.describe, scorer.top_k
+        )
         for i, r in zip(warm, words, strict=True):
             reasons[i] = r
         for i in np.flatnonzero(cold):

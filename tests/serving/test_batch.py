@@ -97,14 +97,19 @@ def test_destinations_are_parsed_and_bad_ones_refused(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ scoring runs
-def test_every_eligible_customer_scored_idempotently(trained_home: Path, tmp_path: Path) -> None:
+def test_every_eligible_customer_scored_idempotently(
+    trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     table = pd.read_parquet(feature_table(trained_home))
-    first = run(trained_home, tmp_path / "a" / "scores.parquet", reasons=False, chunk_rows=1000)
-    again = run(trained_home, tmp_path / "b" / "scores.parquet", reasons=False, chunk_rows=1000)
+    monkeypatch.setenv("JOURNEY_BATCH_WORKERS", "3")  # chunks in parallel threads
+    first = run(trained_home, tmp_path / "a" / "scores.parquet", reasons=False, chunk_rows=700)
+    monkeypatch.setenv("JOURNEY_BATCH_WORKERS", "1")  # in sequence
+    again = run(trained_home, tmp_path / "b" / "scores.parquet", reasons=False, chunk_rows=700)
+    assert len(table) > 3 * 700, "enough chunks for the parallel run to have several in flight"
     assert first["rows"] == again["rows"] == len(table) == table["customer_id"].nunique()
     assert first["run_id"] == again["run_id"]
     a, b = (tmp_path / "a" / "scores.parquet").read_bytes(), (tmp_path / "b" / "scores.parquet").read_bytes()
-    assert a == b, "the same inputs must give byte-identical Parquet"
+    assert a == b, "the same inputs must give byte-identical Parquet, in parallel or in sequence"
 
     rows = pd.read_parquet(tmp_path / "a" / "scores.parquet")
     assert rows["customer_id"].tolist() == table["customer_id"].tolist()
