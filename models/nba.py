@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.columns import default_index, to_number
+from models.columns import default_index, fixed_text, to_number
 
 NO_ACTION = "no_action"
 Outcome = Literal["purchase", "conversion", "retention", "review", "referral"]
@@ -718,24 +718,34 @@ def _value_level(v: np.ndarray, levels: Mapping[str, float]) -> np.ndarray:
     return np.where(v >= high, "high", np.where(v >= medium, "medium", "low"))
 
 
-def _reason_parts(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Catalog) -> dict[str, np.ndarray]:
+def _reason_parts(
+    features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Catalog, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The words a reason is made of, for the feature rows `rows` (one entry per element)."""
     n = len(features)
     cols = catalog.columns
-    since = _num(features, cols.days_since_last_contact, n)
-    days = pd.Series(np.floor(np.nan_to_num(since)), dtype=float).astype(int).astype(str).astype(object)
+    since = _num(features, cols.days_since_last_contact, n)[rows]
+    days = fixed_text(np.floor(since), 0)
     contact = np.where(np.isnan(since), "never contacted", "no contact in " + days + " days")
     cust_value = _num(scores, "clv", n)
     if cols.value:
         cust_value = np.where(np.isnan(cust_value), _num(features, cols.value, n), cust_value)
-    stage = features[cols.stage].astype(str).to_numpy() if cols.stage in features.columns else np.full(n, "unknown")
+    cust_value = cust_value[rows]
+    stage = (
+        features[cols.stage].astype(str).to_numpy(dtype=object)[rows]
+        if cols.stage in features.columns
+        else np.full(len(rows), "unknown", dtype=object)
+    )
     parts: dict[str, np.ndarray] = {"contact": np.asarray(contact, dtype=object)}
-    parts["stage"] = "stage " + stage.astype(object)
+    parts["stage"] = "stage " + stage
     parts["value_known"] = ~np.isnan(cust_value)
     parts["level"] = _value_level(np.nan_to_num(cust_value, nan=-np.inf), catalog.value_levels).astype(object)
     for name in SCORE_WORDS:
-        s = _num(scores, name, n)
-        text = pd.Series(s, dtype=float).map("{:.2f}".format).astype(object).to_numpy()
-        parts[f"score:{name}"] = np.where(np.isnan(s), "", SCORE_WORDS[name] + " " + text)
+        if scores is None or name not in scores.columns:
+            parts[f"score:{name}"] = np.full(len(rows), "", dtype=object)
+            continue
+        s = _num(scores, name, n)[rows]
+        parts[f"score:{name}"] = np.where(np.isnan(s), "", SCORE_WORDS[name] + " " + fixed_text(s, 2))
     return parts
 
 
@@ -750,9 +760,10 @@ def reasons(
 ) -> np.ndarray:
     """Plain-words reasons for (row, action index) pairs, e.g.
     "churn risk 0.72, value high, no contact in 14 days: win-back offer (+0.031 purchase probability)"."""
-    parts = _reason_parts(default_index(features), scores, catalog)
+    parts = _reason_parts(default_index(features), scores, catalog, rows)
     out = np.empty(len(rows), dtype=object)
     no_action = catalog.action_ids.index(NO_ACTION)
+    lifts = fixed_text(uplift, 3, plus=True)
     for j, action in enumerate(catalog.actions):
         sel = np.flatnonzero(actions == j)
         if not len(sel):
@@ -761,18 +772,17 @@ def reasons(
         if j == no_action:
             text = np.where(holdout[r], "in the holdout group: no action", "no eligible action is worth its cost")
             out[sel] = np.where(
-                holdout[r], text, parts["stage"][r] + ", " + parts["contact"][r] + ": " + text.astype(object)
+                holdout[r], text, parts["stage"][sel] + ", " + parts["contact"][sel] + ": " + text.astype(object)
             )
             continue
         score_name = REASON_SCORE.get(action.outcome)
-        driver = parts[f"score:{score_name}"][r] if score_name else np.full(len(r), "", dtype=object)
-        driver = np.where(driver == "", parts["stage"][r], driver)
-        value_level = np.where(parts["value_known"][r], "value " + parts["level"][r], f"value {action.value:g}")
+        driver = parts[f"score:{score_name}"][sel] if score_name else np.full(len(r), "", dtype=object)
+        driver = np.where(driver == "", parts["stage"][sel], driver)
+        value_level = np.where(parts["value_known"][sel], "value " + parts["level"][sel], f"value {action.value:g}")
         noun = "purchase" if outcome_group(action.outcome) == "purchase" else action.outcome
-        lift = pd.Series(uplift[sel], dtype=float).map("{:+.3f}".format).to_numpy(dtype=object)
         out[sel] = (
-            driver.astype(object) + ", " + value_level.astype(object) + ", " + parts["contact"][r]
-            + f": {action.name[0].lower()}{action.name[1:]} (" + lift + f" {noun} probability)"
+            driver.astype(object) + ", " + value_level.astype(object) + ", " + parts["contact"][sel]
+            + f": {action.name[0].lower()}{action.name[1:]} (" + lifts[sel] + f" {noun} probability)"
         )  # fmt: skip
     return out
 

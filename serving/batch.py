@@ -586,6 +586,23 @@ def action_rows_json(rows: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray
     return top, _actions_json(columns, lengths)
 
 
+def _json_strings(values: Any) -> pa.Array:
+    """`json.dumps` of every string, vectorised: plain printable ASCII without quotes or
+    backslashes (nearly every action id and reason) is only wrapped in quotes; the rest goes
+    through json.dumps one by one, so the text is the same as json.dumps gives."""
+    import pyarrow.compute as pc
+
+    arr = pa.array(values, pa.string(), from_pandas=True)
+    quoted = pc.binary_join_element_wise('"', arr, '"', "")
+    special = pc.fill_null(pc.match_substring_regex(arr, r'[^\x20-\x7e]|["\\]'), True)
+    if not pc.any(special).as_py():
+        return quoted
+    texts = quoted.to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(special.to_numpy(zero_copy_only=False)).tolist():
+        texts[i] = json.dumps(values[i])
+    return pa.array(texts, pa.string())
+
+
 def _actions_json(columns: dict[str, Any], lengths: np.ndarray) -> np.ndarray:
     import pyarrow.compute as pc
 
@@ -594,8 +611,7 @@ def _actions_json(columns: dict[str, Any], lengths: np.ndarray) -> np.ndarray:
         pieces.append(("{" if i == 0 else ",") + json.dumps(key) + ":")
         values = columns[key]
         if key in ("action", "reason"):
-            words = {v: json.dumps(v) for v in set(values)}
-            pieces.append(pa.array([words[v] for v in values], pa.string()))
+            pieces.append(_json_strings(values))
         else:
             numbers = pc.round(pa.array(values, pa.float64(), from_pandas=True), 6)
             text = pc.cast(numbers, pa.string())
