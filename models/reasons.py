@@ -74,19 +74,16 @@ def _by_name(name: str, value: Any) -> str:
     return f"{name.replace('_', ' ')}: {value}"
 
 
-def _definition_text(defn: Any, name: str, value: Any) -> str | None:
-    get = (lambda k: defn.get(k)) if isinstance(defn, Mapping) else (lambda k: getattr(defn, k, None))
-    for key in ("reason", "template", "text"):
-        tpl = get(key)
-        if isinstance(tpl, str) and "{" in tpl:
+def _fill_templates(templates: Sequence[str], value: Any) -> str | None:
+    for tpl in templates:
+        try:
+            v = float(value)
+            return tpl.format(value=v, v=v, pct=f"{v:.0%}")
+        except (TypeError, ValueError, KeyError, IndexError):
             try:
-                v = float(value)
-                return tpl.format(value=v, v=v, pct=f"{v:.0%}")
-            except (TypeError, ValueError, KeyError, IndexError):
-                try:
-                    return tpl.format(value=value, v=value)
-                except (KeyError, IndexError, ValueError):
-                    continue
+                return tpl.format(value=value, v=value)
+            except (KeyError, IndexError, ValueError, TypeError):  # e.g. "{value:.0f}" of None
+                continue
     return None
 
 
@@ -105,14 +102,25 @@ def _what(defn: Any) -> str | None:
     return m.group(1) if m else None
 
 
-def _feature_text(defn: Any, name: str, value: Any) -> str | None:
-    """Words from a feature-engine definition (name, definition, window, unit, kind)."""
+def _feature_spec(defn: Any, name: str) -> dict[str, Any] | None:
+    """What `_feature_words` needs of a feature-engine definition, worked out once per feature."""
     unit = getattr(defn, "unit", None)
     if unit is None:
         return None
     window = str(getattr(defn, "window", "") or "")
-    base = re.sub(r"_(\d+d|lifetime|trend_30d)$", "", name).replace("_", " ")
-    if getattr(defn, "kind", "numeric") == "categorical" or unit == "category":
+    return {
+        "unit": unit,
+        "categorical": getattr(defn, "kind", "numeric") == "categorical" or unit == "category",
+        "base": re.sub(r"_(\d+d|lifetime|trend_30d)$", "", name).replace("_", " "),
+        "phrase": _window_phrase(window),
+        "what": _what(defn) if unit == "count" else None,
+    }
+
+
+def _feature_words(spec: dict[str, Any], name: str, value: Any) -> str | None:
+    """Words for one value from a `_feature_spec` (name, definition, window, unit, kind)."""
+    base, unit, phrase = spec["base"], spec["unit"], spec["phrase"]
+    if spec["categorical"]:
         return f"{base}: {value}" if value is not None else f"{base} unknown"
     try:
         v = float(value)
@@ -122,12 +130,10 @@ def _feature_text(defn: Any, name: str, value: Any) -> str | None:
         return f"{name.replace('_', ' ')}: never / not applicable"
     if name in _FIXED:
         return _FIXED[name].format(value=v, pct=f"{v:.0%}")
-    phrase = _window_phrase(window)
     if name.startswith("active_days_"):
         return f"active on {v:.0f} days{phrase}"
     if unit == "count":
-        what = _what(defn) or base
-        return f"{v:.0f} {what}{phrase}"
+        return f"{v:.0f} {spec['what'] or base}{phrase}"
     if unit == "days" and name.startswith("days_since_"):
         return f"{base.removeprefix('days since ')} {v:.0f} days ago"
     if unit in ("ratio", "share"):
@@ -142,6 +148,11 @@ def _feature_text(defn: Any, name: str, value: Any) -> str | None:
     return f"{base} {v:.3g} {unit}{phrase}"
 
 
+def _templates(defn: Any) -> list[str]:
+    get = (lambda k: defn.get(k)) if isinstance(defn, Mapping) else (lambda k: getattr(defn, k, None))
+    return [tpl for key in ("reason", "template", "text") if isinstance(tpl := get(key), str) and "{" in tpl]
+
+
 def definitions_describer(definitions: Mapping[str, Any] | None = None) -> Describe:
     """A describe(feature, value) function using `definitions` (name -> definition) first."""
     defs = definitions
@@ -153,10 +164,35 @@ def definitions_describer(definitions: Mapping[str, Any] | None = None) -> Descr
         except Exception:  # noqa: BLE001 - reasons fall back to name-based words; scoring must not fail
             defs = {}
 
+    compiled: dict[str, tuple[list[str], dict[str, Any] | None]] = {}
+    said: dict[tuple[str, Any], str] = {}  # counts and days repeat across customers: words once each
+
     def describe(name: str, value: Any) -> str:
-        defn = defs.get(name) if defs else None
-        if defn is not None:
-            text = _definition_text(defn, name, value) or _feature_text(defn, name, value)
+        key = (name, value)
+        try:
+            text = said.get(key)
+        except TypeError:  # an unhashable value
+            key, text = None, None
+        if text is None:
+            text = _describe(name, value)
+            if key is not None:
+                if len(said) >= 100_000:
+                    said.clear()
+                said[key] = text
+        return text
+
+    def _describe(name: str, value: Any) -> str:
+        known = compiled.get(name)
+        if known is None:  # what the definition offers is worked out once per feature
+            defn = defs.get(name) if defs else None
+            known = compiled[name] = ([], None) if defn is None else (_templates(defn), _feature_spec(defn, name))
+        templates, spec = known
+        if templates:
+            text = _fill_templates(templates, value)
+            if text:
+                return text
+        if spec is not None:
+            text = _feature_words(spec, name, value)
             if text:
                 return text
         return _by_name(name, value)
