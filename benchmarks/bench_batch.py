@@ -128,7 +128,7 @@ def main() -> None:
 
     batch_s = floor_s = 0.0
     rows = 0
-    workers = args.workers or batch_workers()
+    workers = args.workers or batch_workers(settings)
     starts = list(range(0, args.customers, args.chunk_rows))
     per_round = 2 * workers  # chunks per interleaved round: enough for the pipeline to fill
     with tempfile.TemporaryDirectory() as tmp:

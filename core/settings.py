@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(default=10.0, gt=0)
     holdout_share: float = Field(default=0.05, ge=0, le=1)
+    batch_workers: int = Field(
+        default=0, ge=0, le=64, description="Chunks `journey score` scores at once (0: one per core; 1: in sequence)"
+    )
     reasons_method: Literal["leaf", "shap"] = Field(
         default="leaf",
         description="How reasons are computed: leaf (TreeSHAP's expectation given the leaves reached, "

@@ -1,7 +1,8 @@
 """Reason codes: the features that moved a score most, in plain words.
 
-Contributions come from LightGBM's `pred_contrib` (exact TreeSHAP values in raw score
-units: log-odds for probabilities, log-amount for values). Words come from the feature
+Contributions come from `models.attribution` (leaf attributions, TreeSHAP's expectation given
+the leaves a row reaches; or exact TreeSHAP, `pred_contrib`), in raw score units: log-odds for
+probabilities, log-amount for values. Words come from the feature
 definitions when they carry a template (`reason`, `template` or `text` with `{value}`),
 else from a description, else from the rules below keyed on common feature names.
 """
@@ -168,9 +169,9 @@ def definitions_describer(definitions: Mapping[str, Any] | None = None) -> Descr
     said: dict[tuple[str, Any], str] = {}  # counts and days repeat across customers: words once each
 
     def describe(name: str, value: Any) -> str:
-        key = (name, value)
+        key: tuple[str, Any] | None = (name, value)
         try:
-            text = said.get(key)
+            text = said.get(key)  # type: ignore[arg-type]
         except TypeError:  # an unhashable value
             key, text = None, None
         if text is None:

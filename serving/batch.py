@@ -671,10 +671,10 @@ def score_chunk(features: pd.DataFrame, ctx: ScoringContext) -> pd.DataFrame:
     return format_rows(table, ctx)
 
 
-def batch_workers() -> int:
-    """Chunks scored at once: one per core (JOURNEY_BATCH_WORKERS overrides; 1 = in sequence)."""
-    raw = os.environ.get("JOURNEY_BATCH_WORKERS", "")
-    return max(1, int(raw)) if raw.isdigit() else max(1, os.cpu_count() or 1)
+def batch_workers(settings: Settings | None = None) -> int:
+    """Chunks scored at once: JOURNEY_BATCH_WORKERS, or one per core when it is 0 (the default)."""
+    chosen = (settings or get_settings()).batch_workers
+    return chosen if chosen > 0 else max(1, os.cpu_count() or 1)
 
 
 def scored_chunks(
@@ -868,7 +868,7 @@ def score_run(
                     for feats in plan.chunks(chunk_rows):
                         monitor.update(feats, {})
             else:
-                for feats, rows in scored_chunks(plan.chunks(chunk_rows), ctx):
+                for feats, rows in scored_chunks(plan.chunks(chunk_rows), ctx, batch_workers(settings)):
                     sink.write(to_arrow(rows, schema))
                     scores = stats.add(rows, ctx)
                     if monitor is not None:
@@ -977,7 +977,9 @@ def command(
     ),
     engine: str = typer.Option("local", "--engine", help="local (default) or spark (pyspark, local[2] by default)."),
     chunk_rows: int = typer.Option(CHUNK_ROWS, "--chunk-rows", min=1, help="Customers per chunk (bounds memory)."),
-    reasons: bool = typer.Option(True, "--reasons/--no-reasons", help="Top-3 reasons per task (TreeSHAP; slow)."),
+    reasons: bool = typer.Option(
+        True, "--reasons/--no-reasons", help="Top-3 reasons per task (JOURNEY_REASONS_METHOD=shap: exact TreeSHAP)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout."),
 ) -> None:
     """Score every eligible customer with every champion: scores, percentiles, stage, actions, reasons."""
