@@ -10,6 +10,9 @@ Scenarios (each prints one row: scenario, expected, observed, pass/fail):
   counts, same content hashes: nothing lost, nothing duplicated).
 - Redis (a private redis-server on a free port) killed in the middle of a load test: no 5xx,
   degraded responses while it is down, full answers again once it is back.
+- The same Redis frozen (SIGSTOP: it accepts connections and never answers): no 5xx, degraded
+  answers within about the 1 s socket timeout, /health/live still answering fast (the event
+  loop never waits on Redis), full answers once it is thawed.
 - The registry unreachable at start (an unreachable PostgreSQL; a sqlite file in a missing folder):
   the last-known-good champions come from the bundle cache and /health/ready says so.
 - N requests (default 20,000) at concurrency 32 against a real uvicorn: zero errors, p50/p99.
@@ -128,7 +131,8 @@ def server(
 
 @contextmanager
 def private_redis(folder: Path) -> Iterator[Callable[[str], None]]:
-    """A redis-server of our own on a free port (never the machine's). Yields control(action): kill | start."""
+    """A redis-server of our own on a free port (never the machine's).
+    Yields control(action): kill | start | pause (SIGSTOP: a hung server) | resume."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed")
@@ -162,6 +166,10 @@ def private_redis(folder: Path) -> Iterator[Callable[[str], None]]:
             state["proc"] = None
         elif action == "start":
             start()
+        elif action == "pause" and proc is not None:  # hangs: accepts connections, never answers
+            proc.send_signal(signal.SIGSTOP)
+        elif action == "resume" and proc is not None:
+            proc.send_signal(signal.SIGCONT)
 
     start()
     control.port = port  # type: ignore[attr-defined]
@@ -583,6 +591,92 @@ def redis_outage(trained: Path, work: Path, seconds: float = 4.0, concurrency: i
     )
 
 
+def redis_hang(trained: Path, work: Path, seconds: float = 3.0, concurrency: int = 8) -> Outcome:
+    """Materialize into a private Redis, load the API, then freeze Redis (SIGSTOP: connections are
+    accepted and never answered) and thaw it. While it hangs: no 5xx, scores come back degraded
+    within about the socket timeout, and the event loop stays free (/health/live keeps answering
+    fast); after: full answers again."""
+    import httpx
+    import numpy as np
+
+    home = work / "hang-home"
+    _copy_home(trained, home, drop=("online.db", "materialized.json", "applied.json", "registry.db"))
+    ids = customer_ids(home, 200)
+    marks: dict[str, float] = {}
+    rows: list[tuple[float, float, int, dict[str, Any] | None]] = []
+    health: list[tuple[float, float]] = []  # (sent, seconds)
+    lock = threading.Lock()
+
+    def record(sent: float, done: float, status: int, payload: dict[str, Any] | None) -> None:
+        with lock:
+            rows.append((sent, done, status, payload))
+
+    with private_redis(work / "hang-data") as redis_ctl:
+        port = redis_ctl.port  # type: ignore[attr-defined]
+        env = {"JOURNEY_REDIS_URL": f"redis://127.0.0.1:{port}/0", "JOURNEY_FEAST_PROJECT": f"hang{port}"}
+        journey(home, "features", "materialize", **env)
+        stop = threading.Event()
+        bodies = [{"customer_ids": [c]} for c in ids]
+        with server(home, log_path=work / "hang-server.log", **env) as (url, _):
+
+            def probe() -> None:
+                with httpx.Client(timeout=30) as http:
+                    while not stop.is_set():
+                        sent = time.monotonic()
+                        http.get(url + "/health/live")
+                        health.append((sent, time.monotonic() - sent))
+                        time.sleep(0.05)
+
+            runner = threading.Thread(target=lambda: load(url, bodies, concurrency, stop=stop, record=record))
+            prober = threading.Thread(target=probe)
+            runner.start()
+            prober.start()
+            time.sleep(seconds)
+            marks["pause"] = time.monotonic()
+            redis_ctl("pause")
+            time.sleep(seconds)
+            marks["resume"] = time.monotonic()
+            redis_ctl("resume")
+            time.sleep(seconds)
+            stop.set()
+            runner.join()
+            prober.join()
+    during = [(done - sent, status, payload) for sent, done, status, payload in rows
+              if sent >= marks["pause"] and done <= marks["resume"]]  # fmt: skip
+    after = [(status, payload) for sent, _, status, payload in rows if sent >= marks["resume"] + 2.0]
+    health_during = [dt for sent, dt in health if marks["pause"] <= sent <= marks["resume"]]
+    bad = sum(1 for _, _, status, _ in rows if status != 200)
+    degraded = sum(1 for _, status, p in during if status == 200 and p is not None and p["degraded"])
+    slowest = max((dt for dt, _, _ in during), default=0.0)
+    after_full = sum(1 for status, p in after if status == 200 and p is not None and not p["degraded"])
+    after_degraded = sum(1 for status, p in after if p is not None and p["degraded"])
+    health_max = max(health_during, default=float("inf"))
+    passed = bad == 0 and degraded > 0 and slowest < 3.0 and health_max < 0.5 and after_full > 0
+    observed = (
+        f"errors: {bad}; while hung: {len(during)} answers, {degraded} degraded, slowest {slowest * 1000:.0f} ms; "
+        f"/health/live slowest {health_max * 1000:.0f} ms over {len(health_during)} checks; "
+        f"after: {after_full} full, {after_degraded} degraded"
+    )
+    return Outcome(
+        scenario="Redis hangs (SIGSTOP) mid load test",
+        expected="no 5xx; degraded answers within ~1 s; the event loop free (/health/live < 0.5 s); full after",
+        observed=observed,
+        passed=passed,
+        details={
+            "errors": bad,
+            "during": len(during),
+            "degraded": degraded,
+            "slowest_ms": round(slowest * 1000, 1),
+            "health_checks": len(health_during),
+            "health_max_ms": round(health_max * 1000, 1),
+            "health_p50_ms": round(float(np.median(health_during)) * 1000, 1) if health_during else None,
+            "after_full": after_full,
+            "after_degraded": after_degraded,
+            "unhandled": server_errors(work / "hang-server.log"),
+        },
+    )
+
+
 def registry_unreachable(home: Path, normal: dict[str, Any] | None = None) -> Outcome:
     """Start with the registry out of reach: last-known-good champions from the bundle cache.
 
@@ -683,11 +777,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--kills", type=int, default=3, help="kill points per stage")
-    parser.add_argument("--only", nargs="*", default=None, help="ingestion materialization scoring redis registry load")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="ingestion materialization scoring redis redis-hang registry load"
+    )
     parser.add_argument("--json", action="store_true", help="Also print the outcomes as JSON lines")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    wanted = set(args.only or ["ingestion", "materialization", "scoring", "redis", "registry", "load"])
+    wanted = set(args.only or ["ingestion", "materialization", "scoring", "redis", "redis-hang", "registry", "load"])
     work = args.work or Path(tempfile.mkdtemp(prefix="journey-reliability-"))
     work.mkdir(parents=True, exist_ok=True)
     home = args.home
@@ -718,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     run("materialization", lambda: kill_and_rerun(materialize_stage(home), work, fractions))
     run("scoring", lambda: kill_and_rerun(score_stage(home, feature_cutoff(home)), work, fractions))
     run("redis", lambda: redis_outage(home, work))
+    run("redis-hang", lambda: redis_hang(home, work))
     served = work / "served"
     _copy_home(home, served)
     run("load", lambda: sustained_load(served, args.requests, args.concurrency))

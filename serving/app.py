@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None, runtime_factory: Callable[[Sett
         runtime = _runtime(request)
         ids = list(dict.fromkeys(body.customer_ids))[:MAX_IDS]
         tasks: list[str] | None = list(body.tasks) if body.tasks is not None else None
-        if len(ids) <= INLINE_CUSTOMERS:
+        if len(ids) <= INLINE_CUSTOMERS and runtime.scores_inline_safely:
             results, degraded, versions = runtime.score(ids, tasks, body.explain, body.actions)
         else:
             results, degraded, versions = await run_in_threadpool(runtime.score, ids, tasks, body.explain, body.actions)

@@ -156,6 +156,14 @@ class Runtime:
         self._store_probe = threading.Lock()
         self.last_reload_error: str | None = None
 
+    @property
+    def scores_inline_safely(self) -> bool:
+        """Whether a small request may be scored on the event loop: only with the local SQLite
+        online store, healthy. A networked store (Redis) can hang rather than refuse; its reads
+        go to the threadpool, so a hung store holds those requests to its socket timeout but never
+        the event loop (health checks and other requests keep answering)."""
+        return not self.settings.redis_url and self._store_failed_at is None
+
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
         runtime = cls(settings)

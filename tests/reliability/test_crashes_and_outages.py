@@ -68,6 +68,20 @@ def test_redis_killed_in_the_middle_of_a_load_test(trained_home: Path, tmp_path:
     assert outcome.passed, outcome.observed
 
 
+def test_redis_hanging_never_blocks_the_event_loop(trained_home: Path, tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is required in CI")
+        pytest.skip("redis-server is not installed")
+    outcome = rel.redis_hang(trained_home, tmp_path, seconds=3.0, concurrency=8)
+    d = outcome.details
+    assert d["unhandled"] == {} and d["errors"] == 0, d
+    assert d["degraded"] > 0 and d["slowest_ms"] < 3000, d  # answered degraded, held ~the 1 s socket timeout
+    assert d["health_checks"] > 5 and d["health_max_ms"] < 500, d  # the event loop never waited on Redis
+    assert d["after_full"] > 0, d
+    assert outcome.passed, outcome.observed
+
+
 def test_sustained_load_then_registry_unreachable_at_start(trained_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "served"
     shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("bundles"))
