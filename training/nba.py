@@ -1021,7 +1021,9 @@ def evaluate_on_simulator(
 
     Every policy sees the same customers, eligibility (catalog rules, caps, cooldowns, holdout) and
     budget (at most `budget_share` of the customers contacted, one action each). Values are the sum
-    of true uplift x value - cost over the contacts, per 1,000 customers known at the cutoff.
+    of true uplift x value - cost over the contacts, per 1,000 customers known at the cutoff. The
+    oracle and the references also obey the truth's consent (no email to a customer who opted out);
+    a policy that emails one anyway gains nothing and pays the cost (`not_allowed` counts them).
     """
     from features.simulator.params import ACTION_IDS
     from features.simulator.simulation import simulate
@@ -1056,6 +1058,8 @@ def evaluate_on_simulator(
     for j, a in enumerate(ids):
         if a != NO_ACTION:
             effect[:, j] = effects[a].to_numpy(float)
+    allowed = ~np.isnan(effect)  # the truth's NaN: an email to a customer who opted out
+    effect_or_nan, effect = effect, np.nan_to_num(effect, nan=0.0)
     budget = int(cfg.budget_share * len(known))
     decision = decide_arrays(feats, scores, policy, k=1, max_contacts=budget)
     eligible = decision.eligible  # holdout rows already hold only no_action
@@ -1063,7 +1067,8 @@ def evaluate_on_simulator(
     choices = baseline_choices(eligible, catalog, feats[catalog.columns.stage].astype(str).to_numpy(),
                                scores, budget, cfg.seed)  # fmt: skip
     choices["journeyml"] = decision.top
-    oracle_eiv = np.where(eligible, effect * inputs.value - inputs.cost[None, :], -np.inf)
+    truly_eligible = eligible & allowed
+    oracle_eiv = np.where(truly_eligible, effect * inputs.value - inputs.cost[None, :], -np.inf)
     oracle_eiv[:, no_action] = 0.0
     order, _ = rank(oracle_eiv, no_action, 1, inputs.cost, max_contacts=budget)
     choices["oracle"] = order[:, 0]
@@ -1076,8 +1081,8 @@ def evaluate_on_simulator(
         + "|"
         + pd.Series(np.minimum((p_hat * 20).astype(int), 19)).astype(str)
     )
-    cell_mean = pd.DataFrame(effect).groupby(cell.to_numpy()).transform("mean").to_numpy()
-    cell_eiv = np.where(eligible, cell_mean * inputs.value - inputs.cost[None, :], -np.inf)
+    cell_mean = pd.DataFrame(effect_or_nan).groupby(cell.to_numpy()).transform("mean").to_numpy()
+    cell_eiv = np.where(truly_eligible, np.nan_to_num(cell_mean) * inputs.value - inputs.cost[None, :], -np.inf)
     cell_eiv[:, no_action] = 0.0
     order, _ = rank(cell_eiv, no_action, 1, inputs.cost, max_contacts=budget)
     choices["oracle_stage_propensity"] = order[:, 0]
@@ -1090,16 +1095,20 @@ def evaluate_on_simulator(
         # (cross-fitted on two halves of the customers), the best any model of these features can do.
         lat = sim.latent.set_index(sim.latent["customer_id"].astype(str)).reindex(known)
         typed = cell + "|" + lat["effect_type"].astype(str).to_numpy()
-        typed_mean = pd.DataFrame(effect).groupby(typed.to_numpy()).transform("mean").to_numpy()
-        choices["oracle_effect_type"] = _rank_top(typed_mean, eligible, inputs.value, inputs.cost, no_action, budget)
+        typed_mean = np.nan_to_num(pd.DataFrame(effect_or_nan).groupby(typed.to_numpy()).transform("mean").to_numpy())
+        choices["oracle_effect_type"] = _rank_top(
+            typed_mean, truly_eligible, inputs.value, inputs.cost, no_action, budget
+        )
         fitted = _crossfit_effects(feats, effect, no_action, cfg.seed)
-        choices["ceiling_features"] = _rank_top(fitted, eligible, inputs.value, inputs.cost, no_action, budget)
+        choices["ceiling_features"] = _rank_top(fitted, truly_eligible, inputs.value, inputs.cost, no_action, budget)
     per = 1000.0 / len(known)
     table = {}
+    rows = np.arange(len(known))
     for name, choice in choices.items():
         table[name] = {
             "value_per_1000": round(per * _policy_value(choice, effect, inputs.value, inputs.cost, no_action), 2),
             "contacts": int((choice != no_action).sum()),
+            "not_allowed": int(((choice != no_action) & ~allowed[rows, choice]).sum()),
         }
 
     say("off-policy estimates on the held-out logged decisions")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from features.simulator.params import ACTION_IDS
 from features.simulator.simulation import Simulation, load_simulation, simulate, write_simulation
-from features.simulator.truth import ground_truth, realised_outcomes, true_effects
+from features.simulator.truth import email_consent, ground_truth, realised_outcomes, true_effects
 
 __all__ = [
     "ACTION_IDS",
     "Simulation",
+    "email_consent",
     "ground_truth",
     "load_simulation",
     "realised_outcomes",

@@ -92,7 +92,7 @@ class _Chunks:
         time: np.ndarray,
         etype: int | np.ndarray,
         chan: int | np.ndarray,
-        **extra: np.ndarray | int,
+        **extra: np.ndarray | float,
     ) -> None:
         n = len(cust)
         given: dict[str, object] = {"cust": cust, "time": time, "etype": etype, "chan": chan, **extra}
@@ -132,6 +132,7 @@ class Built:
     purchases: pd.DataFrame  # clean purchase log (ground truth helper)
     contacts: pd.DataFrame  # contact log with true effects
     faults: pd.DataFrame  # row, event_id, kind of every faulty row of `events`
+    consent: dict[str, np.ndarray]  # email_opt_in / email_opt_out: per customer, microseconds since the start, -1 never
 
 
 def _time_of_day(rng: np.random.Generator, n: int, weights: np.ndarray) -> np.ndarray:
@@ -173,6 +174,9 @@ class _Builder:
         self.pur_tod = _time_of_day(rng, n_pur, P.HOUR_WEIGHTS)
         self.pur_time = pur["day"] * DAY_US + self.pur_tod
         self.first_seen = np.zeros(self.n, dtype=np.int64)
+        opt_out_day = self.lat["opt_out_day"]
+        self.opted_out_before = np.where(opt_out_day < 0, self.days, opt_out_day + 1)  # the first day without email
+        self.consent: dict[str, np.ndarray] = {}
         self.n_sessions = 0
         self.con_time = np.zeros(0, dtype=np.int64)
 
@@ -188,6 +192,8 @@ class _Builder:
         p_src = np.where(
             p_in_app, P.SRC_APP, rng.choice(5, len(online), p=P.SOURCE_P_PURCHASE / P.SOURCE_P_PURCHASE.sum())
         )
+        no_email = pur["day"][online] >= self.opted_out_before[p_cust]  # as in the day loop's visits
+        p_src = np.where((p_src == P.SRC_EMAIL) & no_email, P.SRC_WEB, p_src)
         s_cust = np.concatenate([ses["cust"], p_cust])
         s_day = np.concatenate([ses["day"], pur["day"][online]])
         s_kind = np.concatenate([ses["kind"], np.full(len(online), PURCHASE, dtype=np.int8)])
@@ -361,11 +367,12 @@ class _Builder:
         )
 
     def newsletter(self) -> None:
-        """A weekly newsletter (Thursdays) to subscribers known before that day; the churned rarely open it."""
+        """A weekly newsletter (Thursdays) to subscribers known before that day and not opted out; the churned
+        rarely open it."""
         rng, lat, ch = self.rng, self.lat, self.ch
         dows = pd.DatetimeIndex(self.cfg.start + pd.to_timedelta(np.arange(self.days), unit="D")).dayofweek.to_numpy()
-        for d in np.flatnonzero(dows == 3):  # one pass per week
-            who = np.flatnonzero(lat["subscribed"] & (lat["arrival_day"] < d))
+        for d in np.flatnonzero(dows == P.NEWSLETTER_WEEKDAY):  # one pass per week
+            who = np.flatnonzero(lat["subscribed"] & (lat["arrival_day"] < d) & (self.opted_out_before > d))
             t = d * DAY_US + ((9 + 0.5 * rng.random(len(who))) * 3600 * SECOND_US).astype(np.int64)
             ch.add(who, t, TYPE["email_sent"], CHAN["email"], prop=self.campaign_base)
             p_open = 0.8 * lat["email_engagement"][who] * np.where(self.alive_on(who, int(d)), 1.0, 0.2)
@@ -434,6 +441,23 @@ class _Builder:
         t = (de["day"][cancel] + 1) * DAY_US + _time_of_day(self.rng, int(cancel.sum()), P.VISIT_HOURS)
         self.ch.add(de["cust"][cancel], t, TYPE["subscription_cancel"], CHAN["app"], prop=self.plan_prop)
 
+    def consents(self) -> None:
+        """Email consent records: a subscriber opts in during the first visit; the day loop's opt-outs land
+        after that day's marketing emails (contacts 10:00-12:00, newsletter 09:00-09:30)."""
+        rng, lat = self.rng, self.lat
+        joins = np.flatnonzero(lat["subscribed"])
+        opt_in = np.full(self.n, -1, dtype=np.int64)
+        opt_in[joins] = _later_same_day(rng, self.first_seen[joins], 20, 600)
+        self.ch.add(joins, opt_in[joins], TYPE["consent_change"], CHAN["email"], value=1.0)
+        leaves = np.flatnonzero(lat["opt_out_day"] >= 0)
+        lo, hi = P.OPT_OUT_HOURS
+        opt_out = np.full(self.n, -1, dtype=np.int64)
+        opt_out[leaves] = lat["opt_out_day"][leaves] * DAY_US + (
+            rng.uniform(lo, hi, len(leaves)) * 3600 * SECOND_US
+        ).astype(np.int64)
+        self.ch.add(leaves, opt_out[leaves], TYPE["consent_change"], CHAN["email"], value=0.0)
+        self.consent = {"email_opt_in": opt_in, "email_opt_out": opt_out}
+
 
 GAP_SECONDS: dict[str, tuple[float, float]] = {
     "social_engagement": (5, 120),
@@ -464,6 +488,7 @@ def build(cfg: SimConfig, traj: Trajectory) -> Built:
     b.background()
     b.after_sales()
     b.cancellations()
+    b.consents()
     start_us = int(cfg.start.value // 1000)
     cids = customer_ids(cfg.n_customers)
     cols = b.ch.finish()
@@ -535,7 +560,14 @@ def build(cfg: SimConfig, traj: Trajectory) -> Built:
             "rho": con["rho"],
         }
     )
-    return Built(events=events, customers=customers, purchases=purchases, contacts=contacts, faults=fault_log)
+    return Built(
+        events=events,
+        customers=customers,
+        purchases=purchases,
+        contacts=contacts,
+        faults=fault_log,
+        consent=b.consent,
+    )
 
 
 def arrow_strings(arr: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:

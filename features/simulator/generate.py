@@ -8,8 +8,11 @@ Per customer and day d (days counted from the start, 00:00 UTC):
 
 1. arrival: the customer becomes known (state AWARE) and makes a first visit;
 2. the business may contact known customers (arrived before d): a targeting rule plus
-   a random share, never within CONTACT_CAP_DAYS of the previous contact; the contact's
-   true effect multiplies hazards on days d+1 .. d+EFFECT_DAYS and may kill at the end of d;
+   a random share, never within CONTACT_CAP_DAYS of the previous contact and never by email
+   once the customer opted out; the contact's true effect multiplies hazards on days
+   d+1 .. d+EFFECT_DAYS and may kill at the end of d; after the day's emails (contacts and
+   the Thursday newsletter to subscribers) the customer may opt out of email for good,
+   sleeping dogs far more often after a contact;
 3. purchases: CONSIDERING converts with prob 1 - exp(-kappa s_d m_d), CUSTOMER buys with
    prob 1 - exp(-lambda s_d m_d) (at most one order a day; s_d seasonality, m_d contact multiplier);
 4. visits (browsing) at a rate that depends on the state, so engagement reveals the state;
@@ -155,6 +158,11 @@ def run(cfg: SimConfig) -> Trajectory:
     last_cart = np.full(n, NEVER, dtype=np.int64)
     last_adclick = np.full(n, NEVER, dtype=np.int64)
     last_session = np.full(n, NEVER, dtype=np.int64)
+    opted_out = np.zeros(n, dtype=bool)  # opted out of email before today
+    opt_out_day = np.full(n, -1, dtype=np.int64)
+    subscribed = lat["subscribed"]
+    sleeping_dog = lat["effect_type"] == P.SLEEPING_DOG
+    dows = pd.DatetimeIndex(cfg.start + pd.to_timedelta(np.arange(days), unit="D")).dayofweek.to_numpy()
 
     browse_rate = np.stack(
         [np.zeros(n), lat["browse_aware"], lat["browse_considering"], lat["browse_customer"], np.full(n, 0.004)]
@@ -171,7 +179,7 @@ def run(cfg: SimConfig) -> Trajectory:
 
     for d in range(days):
         s = season[d]
-        u_contact, u_purchase, u_browse, u_cart, u_src, u_app, u_end = loop_rng.random((7, n))
+        u_contact, u_purchase, u_browse, u_cart, u_src, u_app, u_end, u_opt_out = loop_rng.random((8, n))
         u_action = loop_rng.integers(0, n_actions, n)
 
         arriving = arrival == d
@@ -183,16 +191,20 @@ def run(cfg: SimConfig) -> Trajectory:
         # 2. contacts, decided on what the business saw up to yesterday
         rho_today = np.zeros(n)
         if cfg.force_contact is not None and cfg.force_contact[0] == d:
-            sent = known
+            sent = known & ~(opted_out & P.IS_EMAIL[cfg.force_contact[1]])
             action = np.full(n, cfg.force_contact[1], dtype=np.int64)
             propensity = np.ones(n)
             targeted = np.zeros(n, dtype=bool)
         else:
             eligible = known & (since_contact > P.CONTACT_CAP_DAYS)
             rule = rule_action(d, n_purch, first_purch, last_purch, last_cart, last_adclick, last_session)
+            rule = np.where(opted_out & (rule >= 0) & P.IS_EMAIL[rule], -1, rule)  # the rule has nothing to send
             p_rule = np.where(rule >= 0, q_rule, 0.0)
             targeted = eligible & (u_contact < p_rule)
-            sent = targeted | (eligible & (u_contact >= p_rule) & (u_contact < p_rule + q_rand))
+            # a random email to someone who opted out is suppressed: every action keeps its propensity
+            sent = targeted | (
+                eligible & (u_contact >= p_rule) & (u_contact < p_rule + q_rand) & ~(opted_out & P.IS_EMAIL[u_action])
+            )
             action = np.where(targeted, rule, u_action)
             propensity = np.round(q_rand / n_actions + p_rule * (action == rule), 6)
         if sent.any():
@@ -205,6 +217,18 @@ def run(cfg: SimConfig) -> Trajectory:
             exp_beta[who] = np.exp(beta)
             rho_today[who] = rho
             contacts.append((who, np.full(len(who), d), action[who], propensity[who], targeted[who], beta, rho, stage))
+
+        # email opt-outs, after the day's emails: a contact (sleeping dogs resent it) or the newsletter
+        emailed = idx_all[sent][P.IS_EMAIL[action[sent]]]
+        p_opt_out = np.zeros(n)
+        p_opt_out[emailed] = (
+            P.OPT_OUT_CONTACT + P.OPT_OUT_SLEEPING_DOG * sleeping_dog[emailed] * P.ANNOYANCE[action[emailed]]
+        )
+        if dows[d] == P.NEWSLETTER_WEEKDAY:
+            news = subscribed & known & ~opted_out
+            p_opt_out = np.where(news, 1.0 - (1.0 - p_opt_out) * (1.0 - P.OPT_OUT_NEWSLETTER), p_opt_out)
+        leaving = ~opted_out & (u_opt_out < p_opt_out)
+        opt_out_day[leaving] = d
 
         # 3. purchases
         conv = (state == P.CONSIDERING) & known & (u_purchase < -np.expm1(-lat["kappa"] * s * m))
@@ -228,6 +252,7 @@ def run(cfg: SimConfig) -> Trajectory:
             in_app = app_user[who] & (u_app[who] < 0.6)
             src = np.where(in_app, P.SRC_APP, np.searchsorted(src_cum, u_src[who], side="right"))
             src = np.where(kind == ARRIVAL, ACQ_SOURCE[lat["acquisition"][who]], src)
+            src = np.where((src == P.SRC_EMAIL) & opted_out[who], P.SRC_WEB, src)  # no emails to come from
             cart = u_cart[who] < BROWSE_CART_P[state[who]]
             sessions.append((who, np.full(len(who), d), kind, state[who].copy(), src, cart))
             last_session[who] = d
@@ -250,10 +275,12 @@ def run(cfg: SimConfig) -> Trajectory:
         death_day[die] = d
         state[progress] = P.CONSIDERING
         consider_day[progress] = d + 1
+        opted_out |= leaving
 
     lat["consider_day"] = consider_day
     lat["death_day"] = death_day
     lat["first_purchase_day"] = np.where(first_purch == NEVER, -1, first_purch)
+    lat["opt_out_day"] = opt_out_day
     return Trajectory(
         latent=lat,
         affinity=affinity,

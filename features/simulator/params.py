@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"  # 2: email consent (opt-ins, opt-outs) and the contacts that respect it
 
 # Latent customer states (the simulator's, not the business's, view).
 NOT_ARRIVED, AWARE, CONSIDERING, CUSTOMER, DEAD = 0, 1, 2, 3, 4
@@ -40,6 +40,16 @@ STAGE_NAMES: tuple[str, ...] = ("prospect", "new", "active", "lapsed")
 NEW_DAYS = 30  # "new": exactly one purchase, made at most this many days ago
 LAPSED_DAYS = 60  # "lapsed": the last purchase is more than this many days ago
 
+IS_EMAIL = np.array([ACTION_CHANNEL[a] == "email" for a in ACTION_IDS])  # per action: needs email consent
+
+# Email consent. Subscribers opt in when they arrive; anyone may opt out after a marketing email
+# (the same day, after that day's emails). An opt-out is for good and stops every email after it.
+OPT_OUT_CONTACT = 0.01  # per email marketing contact, every customer
+OPT_OUT_SLEEPING_DOG = 0.15  # a sleeping dog's extra chance per email contact, times the action's ANNOYANCE
+OPT_OUT_NEWSLETTER = 0.002  # per newsletter received
+NEWSLETTER_WEEKDAY = 3  # Thursday
+OPT_OUT_HOURS = (12.5, 23.0)  # opt-outs happen in this window of the day (UTC): after the day's marketing emails
+
 # How relevant each action is at each observable stage (rows follow ACTION_IDS,
 # columns STAGE_NAMES). A persuadable customer's log-hazard lift is g * affinity * relevance.
 RELEVANCE = np.array(
@@ -58,6 +68,7 @@ RELEVANCE = np.array(
 ANNOYANCE = np.array([0.6, 1.0, 0.5, 0.4, 0.6, 0.7, 0.5, 1.0])
 
 EFFECT_TYPES: tuple[str, ...] = ("persuadable", "indifferent", "sleeping_dog")
+SLEEPING_DOG = EFFECT_TYPES.index("sleeping_dog")
 EFFECT_TYPE_P = (0.40, 0.45, 0.15)
 EFFECT_DAYS = 14  # a contact on day t multiplies hazards on days t+1 .. t+EFFECT_DAYS (the latest contact wins)
 

@@ -37,7 +37,9 @@ class Simulation:
 
     Days are counted from `start` (00:00 UTC); `end` = start + days is exclusive.
     `latent` has one row per customer (same order as `customers`); day columns use -1 for "never"
-    (`death_day` is the last day alive, -1 if alive at the end). `purchases` and `contacts` are
+    (`death_day` is the last day alive, -1 if alive at the end; `opt_out_day` the day the customer
+    opted out of email), and `email_opt_in_time` / `email_opt_out_time` are the instants of the
+    customer's email consent events (NaT: none). `purchases` and `contacts` are
     clean logs (no faults) with the true effect of every contact (`beta`: log multiplier of the
     purchase hazards for EFFECT_DAYS days, `rho`: extra probability of churning that day).
     `faults` lists the faulty rows of `events` (row position, event_id, kind).
@@ -120,6 +122,10 @@ def simulate_config(cfg: SimConfig) -> Simulation:
     traj = run(cfg)
     built = build(cfg, traj)
     latent = _latent_frame(traj.latent, traj.affinity, cfg.n_customers)
+    start_us = cfg.start.value // 1000
+    for name, micros in built.consent.items():  # instants, so the truth knows consent at any cutoff
+        times = pd.DatetimeIndex(pd.to_datetime(micros + start_us, unit="us", utc=True)).as_unit("us")
+        latent[f"{name}_time"] = times.where(micros >= 0)
     end = cfg.start + pd.Timedelta(days=cfg.days)
     sim = Simulation(
         events=_to_pandas(built.events),
@@ -142,6 +148,7 @@ def _latent_frame(lat: dict[str, np.ndarray], affinity: np.ndarray, n: int) -> p
         "consider_day",
         "first_purchase_day",
         "death_day",
+        "opt_out_day",
         "tau",
         "nu",
         "kappa",
@@ -160,7 +167,7 @@ def _latent_frame(lat: dict[str, np.ndarray], affinity: np.ndarray, n: int) -> p
         "rho",
     ):
         frame[name] = lat[name]
-    for name in ("arrival_day", "consider_day", "first_purchase_day", "death_day"):
+    for name in ("arrival_day", "consider_day", "first_purchase_day", "death_day", "opt_out_day"):
         frame[name] = frame[name].astype(np.int32)
     frame["effect_type"] = arrow_strings(pa.array(np.array(P.EFFECT_TYPES)[lat["effect_type"]]))
     for j, action in enumerate(P.ACTION_IDS):
@@ -190,6 +197,8 @@ def _meta(cfg: SimConfig, sim: Simulation) -> dict[str, Any]:
             "prospects": cfg.n_customers - buyers,
             "purchases": len(sim.purchases),
             "contacts": len(sim.contacts),
+            "email_opt_ins": int(sim.latent["email_opt_in_time"].notna().sum()),
+            "email_opt_outs": int(sim.latent["email_opt_out_time"].notna().sum()),
             "fault_rows": len(sim.faults),
         },
         "truth": (

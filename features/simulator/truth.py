@@ -219,6 +219,7 @@ def true_effects(
     One row per customer first seen by the cutoff, one column per action in ACTION_IDS, relative
     to sending nothing; no other contact after the cutoff in either case. A contact replaces the
     effect of an earlier one still in force, so a new action can be worth less than none.
+    NaN where the action may not be sent: an email to a customer opted out of email by the cutoff.
     """
     if outcome not in ("p_purchase", "expected_revenue"):
         raise ValueError(f"outcome must be 'p_purchase' or 'expected_revenue', got {outcome!r}")
@@ -232,14 +233,36 @@ def true_effects(
     effect_type = pd.Index(P.EFFECT_TYPES).get_indexer(lat["effect_type"].astype(str).to_numpy()[i])
     stage = P.stage_code(st.n_purchases, st.d0 - st.first_day, st.d0 - st.last_day)
     out = pd.DataFrame({"customer_id": lat["customer_id"].to_numpy()[i]}).astype({"customer_id": "string"})
+    opted_out = _opted_out(sim, t, i)
     for j, action in enumerate(P.ACTION_IDS):
         beta, rho = P.action_effect(
             effect_type, lat["g"].to_numpy()[i], lat["rho"].to_numpy()[i], affinity, np.full(len(i), j), stage
         )
         rho_total = 1 - (1 - st.rho_today) * (1 - rho)
         p_none, rev = _forward(sim, st, h, np.full(len(i), st.d0), beta, rho_total)
-        out[action] = (base_none - p_none) if outcome == "p_purchase" else (rev - base_rev)
+        effect = (base_none - p_none) if outcome == "p_purchase" else (rev - base_rev)
+        out[action] = np.where(opted_out, np.nan, effect) if P.IS_EMAIL[j] else effect
     return out
+
+
+def _opted_out(sim: Simulation, t: pd.Timestamp, index: np.ndarray) -> np.ndarray:
+    """Whether each customer (positions in sim.latent) had opted out of email at or before t."""
+    return (sim.latent["email_opt_out_time"].iloc[index] <= t).to_numpy()
+
+
+def email_consent(sim: Simulation, cutoff: str | pd.Timestamp) -> pd.DataFrame:
+    """The latent email consent at the cutoff, for customers first seen by it: customer_id, email_opt_in
+    (1.0 opted in, 0.0 opted out, NaN never asked), both events counted when at or before the cutoff.
+
+    What the `email_opt_in` feature should read from the simulated events at the same cutoff.
+    """
+    t = to_utc(cutoff)
+    known = np.flatnonzero((sim.customers["first_seen"] <= t).to_numpy())
+    opted_in = (sim.latent["email_opt_in_time"].iloc[known] <= t).to_numpy()
+    value = np.where(_opted_out(sim, t, known), 0.0, np.where(opted_in, 1.0, np.nan))
+    return pd.DataFrame({"customer_id": sim.latent["customer_id"].to_numpy()[known], "email_opt_in": value}).astype(
+        {"customer_id": "string"}
+    )
 
 
 def realised_outcomes(sim: Simulation, cutoff: str | pd.Timestamp, horizon_days: int) -> pd.DataFrame:
