@@ -222,6 +222,36 @@ def _fixed_table(spec: str, scale: float, limit: int) -> np.ndarray:
     return table
 
 
+def fixed_codes(values: np.ndarray, decimals: int, plus: bool = False, span: int = 10) -> tuple[np.ndarray, list[str]]:
+    """`fixed_text` as dictionary codes: (int32 code per value, the texts the codes index). The
+    texts are the cached table of every multiple of 10^-decimals within +-`span`, then the values
+    outside it (near ties, out of range, NaN, inf), each written by `format`."""
+    v = np.asarray(values, dtype=float)
+    spec = f"{'+' if plus else ''}.{decimals}f"
+    scale = 10.0**decimals
+    limit = int(span * scale)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = v * scale
+        frac = np.abs(scaled - np.floor(scaled) - 0.5)
+        fast = np.isfinite(scaled) & (np.abs(scaled) <= limit) & (frac > 1e-6) & ~((scaled == 0) & np.signbit(v))
+        codes = (np.where(fast, np.rint(scaled), 0) + limit).astype(np.int32)
+    table = _fixed_table(spec, scale, limit).tolist()
+    extra = np.flatnonzero(~fast)
+    if len(extra):  # a -0 that rounds to zero is written "-0.000", unlike the table's "0.000"
+        texts = [format(x, spec) for x in v[extra].tolist()]
+        uniq = list(dict.fromkeys(texts))
+        where = {t: len(table) + i for i, t in enumerate(uniq)}
+        codes[extra] = [where[t] for t in texts]
+        table = table + uniq
+    with np.errstate(invalid="ignore"):
+        near_zero = fast & (codes == limit) & (v < 0)  # -0.0004 rounds to zero and is written "-0.000"
+    if near_zero.any():
+        minus = format(-0.0, spec)
+        table = table + [minus]
+        codes[near_zero] = len(table) - 1
+    return codes, table
+
+
 def fixed_text(values: np.ndarray, decimals: int, plus: bool = False, span: int = 10) -> np.ndarray:
     """`format(v, ".{decimals}f")` (`"+"` in front when `plus`) of every value, as an object array,
     exactly as Python writes it, at a table lookup per value: values within +-`span` whose

@@ -582,7 +582,10 @@ def action_rows_json(rows: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray
     top = rows["action"].to_numpy(dtype=object)[first]
     columns = {key: rows[key].to_numpy() for key in ACTION_FIELDS}
     columns["action"] = rows["action"].astype(str).to_numpy(dtype=object)
-    columns["reason"] = rows["reason"].astype(str).to_numpy(dtype=object)
+    reason = rows["reason"]
+    columns["reason"] = (
+        pa.array(reason.array) if isinstance(reason.dtype, pd.ArrowDtype) else reason.astype(str).to_numpy(dtype=object)
+    )
     return top, _actions_json(columns, lengths)
 
 
@@ -592,14 +595,14 @@ def _json_strings(values: Any) -> pa.Array:
     through json.dumps one by one, so the text is the same as json.dumps gives."""
     import pyarrow.compute as pc
 
-    arr = pa.array(values, pa.string(), from_pandas=True)
+    arr = values if isinstance(values, pa.Array) else pa.array(values, pa.string(), from_pandas=True)
     quoted = pc.binary_join_element_wise('"', arr, '"', "")
     special = pc.fill_null(pc.match_substring_regex(arr, r'[^\x20-\x7e]|["\\]'), True)
     if not pc.any(special).as_py():
         return quoted
     texts = quoted.to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(special.to_numpy(zero_copy_only=False)).tolist():
-        texts[i] = json.dumps(values[i])
+        texts[i] = json.dumps(arr[i].as_py())
     return pa.array(texts, pa.string())
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.columns import fixed_text
+from models.columns import fixed_codes, fixed_text
 from serving.batch import _json_strings
 
 FLOATS = st.one_of(
@@ -22,10 +22,12 @@ FLOATS = st.one_of(
 
 
 @given(st.lists(FLOATS, max_size=60), st.integers(0, 3), st.booleans())
-def test_fixed_text_is_pythons_format(values: list[float], decimals: int, plus: bool) -> None:
+def test_fixed_text_and_codes_are_pythons_format(values: list[float], decimals: int, plus: bool) -> None:
     spec = f"{'+' if plus else ''}.{decimals}f"
-    got = fixed_text(np.array(values, dtype=float), decimals, plus=plus)
-    assert got.tolist() == [format(v, spec) for v in values]
+    want = [format(v, spec) for v in values]
+    assert fixed_text(np.array(values, dtype=float), decimals, plus=plus).tolist() == want
+    codes, texts = fixed_codes(np.array(values, dtype=float), decimals, plus=plus)
+    assert [texts[c] for c in codes.tolist()] == want
 
 
 @given(st.lists(st.one_of(st.text(max_size=30), st.none()), max_size=30))
