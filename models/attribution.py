@@ -2,7 +2,8 @@
 
 TreeSHAP (`pred_contrib`) costs O(leaves x depth^2) per tree and row, 20-80 times a prediction
 on journeyml's models. Here a row's contributions come from the leaves it reaches: one
-`pred_leaf` call and a gather from a table of (trees x leaves x features) built once per model.
+`pred_leaf` call and a product with a sparse table of (trees x leaves x features) built once per
+model.
 
 A leaf's row of the table is, when the model's training rows reached it, the mean TreeSHAP
 values of that tree over those rows (`leaf_shap_table`, computed when the model is fitted and
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 METHODS = ("leaf", "shap")
-_GATHER_CELLS = 4_000_000  # rows x trees x features gathered at once (32 MB of float64)
+_DENSE_CELLS = 60_000  # rows x trees x features up to which a dense gather beats the sparse product
 SAMPLE_ROWS = 2_000  # training rows the leaf table is averaged over
 
 
@@ -105,6 +106,7 @@ class LeafAttribution:
             bias += _expected(root, values)
             self._credit(root, values, int(self.offsets[t]))
         self.bias = bias
+        self._sparse: Any = None
         self.shap_leaves = 0
         if leaf_shap:
             for t, tree in enumerate(leaf_shap["trees"][: self.n_trees]):
@@ -132,12 +134,26 @@ class LeafAttribution:
                     self.table[offset + int(child.get("leaf_index", 0))] = step
 
     def contributions(self, leaves: np.ndarray) -> np.ndarray:
-        """(n, features + 1) from `pred_leaf` output (n, trees): per-feature credit, bias last."""
-        leaves = np.asarray(leaves, dtype=np.int64).reshape(len(leaves), -1)[:, : self.n_trees]
-        index = leaves + self.offsets
-        out = np.empty((len(leaves), self.n_features + 1), dtype=float)
-        step = max(1, _GATHER_CELLS // max(1, self.n_trees * self.n_features))
-        for start in range(0, len(index), step):
-            out[start : start + step, :-1] = self.table[index[start : start + step]].sum(axis=1)
+        """(n, features + 1) from `pred_leaf` output (n, trees): per-feature credit, bias last.
+
+        One sparse product: a row's leaves as a 0/1 row over all trees' leaves, times the credit
+        table, which is sparse too (a leaf credits only the features split on above it), so the
+        cost is rows x trees x depth, not rows x trees x features."""
+        from scipy import sparse
+
+        n = len(leaves)
+        index = (np.asarray(leaves, dtype=np.int64).reshape(n, -1)[:, : self.n_trees] + self.offsets).ravel()
+        if n * self.n_trees * self.n_features <= _DENSE_CELLS:  # a few rows: a plain gather is quicker
+            out = np.empty((n, self.n_features + 1), dtype=float)
+            out[:, :-1] = self.table[index.reshape(n, -1)].sum(axis=1)
+            out[:, -1] = self.bias
+            return out
+        if self._sparse is None:
+            self._sparse = sparse.csr_matrix(self.table)
+        reached = sparse.csr_matrix(
+            (np.ones(len(index)), index, np.arange(0, len(index) + 1, self.n_trees)), shape=(n, len(self.table))
+        )
+        out = np.empty((n, self.n_features + 1), dtype=float)
+        out[:, :-1] = (reached @ self._sparse).toarray()
         out[:, -1] = self.bias
         return out

@@ -868,19 +868,24 @@ def decide(
     frame = decide_columnar(features, scores, policy, k)
     answers: list[list[dict[str, Any]]] = [[] for _ in range(len(features))]
     # The frame lists the feature rows in order, ranks ascending, and every row has rank 1.
-    row_of = (frame["rank"].to_numpy() == 1).cumsum() - 1
-    for row, rec in zip(row_of, frame.to_dict("records"), strict=True):
+    row_of = ((frame["rank"].to_numpy() == 1).cumsum() - 1).tolist()
+    p_base = frame["p_base"].to_numpy(dtype=float)
+    columns = zip(
+        row_of,
+        frame["action"].astype(str).tolist(),
+        frame["expected_incremental_value"].to_numpy(dtype=float).tolist(),
+        frame["uplift"].to_numpy(dtype=float).tolist(),
+        np.where(np.isnan(p_base), None, p_base).tolist(),
+        frame["value"].to_numpy(dtype=float).tolist(),
+        frame["cost"].to_numpy(dtype=float).tolist(),
+        frame["reason"].astype(str).tolist(),
+        strict=True,
+    )
+    for row, action, eiv, uplift, pb, value, cost, reason in columns:
         answers[row].append(
-            {
-                "action": rec["action"],
-                "expected_incremental_value": float(rec["expected_incremental_value"]),
-                "uplift": float(rec["uplift"]),
-                "p_base": None if pd.isna(rec["p_base"]) else float(rec["p_base"]),
-                "value": float(rec["value"]),
-                "cost": float(rec["cost"]),
-                "reason": str(rec["reason"]),
-            }
-        )
+            {"action": action, "expected_incremental_value": eiv, "uplift": uplift, "p_base": pb,
+             "value": value, "cost": cost, "reason": reason}
+        )  # fmt: skip
     return answers
 
 
