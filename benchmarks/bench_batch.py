@@ -83,6 +83,20 @@ def run_floor(inputs: list[tuple[Any, np.ndarray, int, int | None, int]]) -> flo
     return time.perf_counter() - t
 
 
+def open_workspace(home: str) -> tuple[Any, list[Path]]:
+    """(settings, offline feature tables) of a trained workspace, which becomes JOURNEY_HOME."""
+    os.environ["JOURNEY_HOME"] = str(Path(home).resolve())
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from core.settings import get_settings
+    from features.online import feature_tables
+
+    settings = get_settings()
+    tables = feature_tables(settings)
+    if not tables:
+        raise SystemExit(f"no feature table under {settings.features_dir}: run `journey features build` first")
+    return settings, tables
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=os.environ.get("JOURNEY_HOME", ".journey"), help="a trained workspace")
@@ -95,19 +109,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    os.environ["JOURNEY_HOME"] = str(Path(args.home).resolve())
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings, tables = open_workspace(args.home)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from core.settings import get_settings
-    from features.online import feature_tables, numeric_names
+    from features.online import numeric_names
     from serving.batch import batch_workers, load_context, score_chunk, scored_chunks, to_arrow
 
-    settings = get_settings()
-    tables = feature_tables(settings)
-    if not tables:
-        raise SystemExit(f"no feature table under {settings.features_dir}: run `journey features build` first")
     source = pd.read_parquet(tables[-1]).rename(columns={"event_timestamp": "cutoff"}).drop(columns=["created"])
     cutoff = pd.Timestamp(source["cutoff"].iloc[0])
     ctx, _ = load_context(settings, cutoff)

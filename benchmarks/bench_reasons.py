@@ -17,10 +17,10 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_batch import open_workspace
 
 
 def _median_ms(fn: Any, repeats: int) -> float:
@@ -39,20 +39,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    os.environ["JOURNEY_HOME"] = str(Path(args.home).resolve())
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings, tables = open_workspace(args.home)
     import pandas as pd
 
-    from core.settings import get_settings
-    from features.online import feature_tables
     from models.columns import FeatureColumns
     from models.estimators import booster_predict
     from serving.runtime import load_champions
 
-    settings = get_settings()
-    tables = feature_tables(settings)
-    if not tables:
-        raise SystemExit(f"no feature table under {settings.features_dir}: run `journey features build` first")
     frame = pd.read_parquet(tables[-1]).rename(columns={"event_timestamp": "cutoff"})
     frame = frame.sample(n=min(args.rows, len(frame)), random_state=0).reset_index(drop=True)
     models, infos, _ = load_champions(settings)

@@ -223,9 +223,12 @@ def _fixed_table(spec: str, scale: float, limit: int) -> np.ndarray:
 
 
 def fixed_codes(values: np.ndarray, decimals: int, plus: bool = False, span: int = 10) -> tuple[np.ndarray, list[str]]:
-    """`fixed_text` as dictionary codes: (int32 code per value, the texts the codes index). The
-    texts are the cached table of every multiple of 10^-decimals within +-`span`, then the values
-    outside it (near ties, out of range, NaN, inf), each written by `format`."""
+    """`format(v, ".{decimals}f")` (`"+"` in front when `plus`) of every value, exactly as Python
+    writes it, as dictionary codes: (int32 code per value, the texts the codes index). A table
+    lookup per value: values within +-`span` not within 1e-6 of a rounding tie take the cached text
+    of their multiple of 10^-decimals; the rest (near ties, out of range, NaN, inf, negative zeros)
+    are written by `format` once per distinct text. Batch scoring writes hundreds of thousands of
+    numbers per chunk into reason text this way."""
     v = np.asarray(values, dtype=float)
     spec = f"{'+' if plus else ''}.{decimals}f"
     scale = 10.0**decimals
@@ -254,29 +257,6 @@ def fixed_codes(values: np.ndarray, decimals: int, plus: bool = False, span: int
 
 def fixed_text(values: np.ndarray, decimals: int, plus: bool = False, span: int = 10) -> np.ndarray:
     """`format(v, ".{decimals}f")` (`"+"` in front when `plus`) of every value, as an object array,
-    exactly as Python writes it, at a table lookup per value: values within +-`span` whose
-    scaled value is not within 1e-6 of a rounding tie take their text from a table of every
-    multiple of 10^-decimals, NaN and inf one text each; the rest (near ties, out of range) are
-    formatted one by one.
-    Reason text in batch scoring formats hundreds of thousands of numbers per chunk."""
-    v = np.asarray(values, dtype=float)
-    spec = f"{'+' if plus else ''}.{decimals}f"
-    scale = 10.0**decimals
-    limit = int(span * scale)
-    with np.errstate(invalid="ignore", over="ignore"):
-        scaled = v * scale
-        frac = np.abs(scaled - np.floor(scaled) - 0.5)
-        fast = np.isfinite(scaled) & (np.abs(scaled) <= limit) & (frac > 1e-6)
-        k = np.where(fast, np.rint(scaled), 0).astype(np.int64)
-    out = _fixed_table(spec, scale, limit)[k + limit]
-    negative_zero = fast & (k == 0) & np.signbit(v)  # -0.0001 -> "-0.000", as Python writes it
-    if negative_zero.any():
-        out[negative_zero] = format(-0.0, spec)
-    for special in (np.nan, np.inf, -np.inf):  # not numbers: one text each ("nan", "inf", "-inf")
-        same = np.isnan(v) if special != special else v == special
-        if same.any():
-            out[same] = format(special, spec)
-    slow = np.flatnonzero(~fast & np.isfinite(v))
-    for i in slow.tolist():
-        out[i] = format(float(v[i]), spec)
-    return out
+    exactly as Python writes it (`fixed_codes`, decoded)."""
+    codes, texts = fixed_codes(values, decimals, plus=plus, span=span)
+    return np.asarray(texts, dtype=object)[codes]

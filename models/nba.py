@@ -869,13 +869,13 @@ def decide(
     answers: list[list[dict[str, Any]]] = [[] for _ in range(len(features))]
     # The frame lists the feature rows in order, ranks ascending, and every row has rank 1.
     row_of = ((frame["rank"].to_numpy() == 1).cumsum() - 1).tolist()
-    p_base = frame["p_base"].to_numpy(dtype=float)
+    p_base = [None if v != v else v for v in frame["p_base"].to_numpy(dtype=float).tolist()]
     columns = zip(
         row_of,
         frame["action"].astype(str).tolist(),
         frame["expected_incremental_value"].to_numpy(dtype=float).tolist(),
         frame["uplift"].to_numpy(dtype=float).tolist(),
-        np.where(np.isnan(p_base), None, p_base).tolist(),
+        p_base,
         frame["value"].to_numpy(dtype=float).tolist(),
         frame["cost"].to_numpy(dtype=float).tolist(),
         frame["reason"].astype(str).tolist(),

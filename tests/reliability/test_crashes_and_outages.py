@@ -52,11 +52,16 @@ def test_kill_9_during_batch_scoring_then_rerun(trained_home: Path, tmp_path: Pa
     assert {t["after_kill"] for t in outcome.details["trials"]} <= {"before", "after"}
 
 
-def test_redis_killed_in_the_middle_of_a_load_test(trained_home: Path, tmp_path: Path) -> None:
+def need_redis_server() -> None:
+    """The Redis scenarios start a private redis-server: required in CI, skipped without it elsewhere."""
     if shutil.which("redis-server") is None:
         if IN_CI:
             pytest.fail("redis-server is required in CI")
         pytest.skip("redis-server is not installed")
+
+
+def test_redis_killed_in_the_middle_of_a_load_test(trained_home: Path, tmp_path: Path) -> None:
+    need_redis_server()
     outcome = rel.redis_outage(trained_home, tmp_path, seconds=3.0, concurrency=8)
     d = outcome.details
     assert d["unhandled"] == {}, d
@@ -69,10 +74,7 @@ def test_redis_killed_in_the_middle_of_a_load_test(trained_home: Path, tmp_path:
 
 
 def test_redis_hanging_never_blocks_the_event_loop(trained_home: Path, tmp_path: Path) -> None:
-    if shutil.which("redis-server") is None:
-        if IN_CI:
-            pytest.fail("redis-server is required in CI")
-        pytest.skip("redis-server is not installed")
+    need_redis_server()
     outcome = rel.redis_hang(trained_home, tmp_path, seconds=3.0, concurrency=8)
     d = outcome.details
     assert d["unhandled"] == {} and d["errors"] == 0, d
