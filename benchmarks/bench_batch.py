@@ -12,8 +12,8 @@ read back chunk by chunk as `journey score` reads its feature table. Every chunk
 interleaved in rounds of 8 chunks so load on the machine hits both alike:
 
 - the batch path: `serving.batch.scored_chunks` (`score_chunk`, the API's `score_columns`: every
-  champion, percentiles, next-best actions, JSON text; chunks in parallel threads, one per core,
-  one LightGBM thread each) and the Parquet write, as `journey score --no-reasons` does;
+  champion, percentiles, next-best actions, JSON text; chunks in parallel threads, one per core)
+  and the Parquet write, as `journey score --no-reasons` does;
 - the floor: `Booster.predict` of every booster the champions use, on the same rows already encoded
   as float32 matrices (a timing model asks its booster once per hazard period).
 

@@ -12,9 +12,7 @@ never sees rows that chose the number of trees.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import lightgbm as lgb
@@ -30,31 +28,13 @@ SMALL_BATCH = 4096  # rows of plain prediction below which one thread is faster 
 SMALL_CONTRIB = 8  # rows of pred_contrib (TreeSHAP: ~0.3-1 ms a row here) below which the same holds
 
 
-_threads = threading.local()
-
-
-@contextmanager
-def predict_threads(n: int) -> Iterator[None]:
-    """Within the block, this thread's `booster_predict` calls use `n` OpenMP threads: batch
-    scoring runs chunks in parallel Python threads, one predict thread each (docs/batch.md)."""
-    before = getattr(_threads, "n", None)
-    _threads.n = n
-    try:
-        yield
-    finally:
-        _threads.n = before
-
-
 def booster_predict(booster: Any, X: Any, **kwargs: Any) -> Any:
     """Booster.predict, single-threaded for small inputs: for one API customer, starting the
     OpenMP team cost more than the trees (7 ms vs 0.3 ms per call on 2 cores). A few thousand
     rows of plain prediction take well under a millisecond, while pred_contrib costs hundreds of
-    microseconds per row, so its threshold is much lower. `predict_threads` overrides both."""
+    microseconds per row, so its threshold is much lower."""
     limit = SMALL_CONTRIB if kwargs.get("pred_contrib") else SMALL_BATCH
-    forced = getattr(_threads, "n", None)
-    if forced:
-        kwargs["num_threads"] = forced
-    elif len(X) <= limit:
+    if len(X) <= limit:
         kwargs["num_threads"] = 1
     return booster.predict(X, **kwargs)
 

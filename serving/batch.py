@@ -686,14 +686,14 @@ def scored_chunks(
     chunks: Iterator[pd.DataFrame], ctx: ScoringContext, workers: int | None = None
 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """(features, output rows) per chunk, in input order. With several workers, chunks are scored
-    in parallel threads, each with one LightGBM thread: the boosters release the GIL, so one
-    chunk's trees run while another's actions and JSON are built in Python, where a single
-    chunk at a time leaves a core idle during the Python part. At most `workers` chunks are in
-    flight, so memory stays bounded; output is identical to scoring in sequence."""
+    in parallel threads: the boosters release the GIL, so one chunk's trees run while another's
+    actions and JSON are built in Python, where a single chunk at a time leaves a core idle
+    during the Python part. Each predict keeps LightGBM's threads (one per core), so the trees get
+    both cores while the other chunk is in Python (one thread per worker measured the same or a
+    little worse). At most `workers` chunks are in flight, so memory stays bounded; output is
+    identical to scoring in sequence."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
-
-    from models.estimators import predict_threads
 
     workers = workers or batch_workers()
     if workers <= 1:
@@ -701,17 +701,11 @@ def scored_chunks(
             yield feats, score_chunk(feats, ctx)
         return
     ctx.scorer  # noqa: B018 - build the shared scorer (and its leaf tables) before the threads start
-    threads = max(1, (os.cpu_count() or 1) // workers)
-
-    def job(feats: pd.DataFrame) -> pd.DataFrame:
-        with predict_threads(threads):
-            return score_chunk(feats, ctx)
-
     with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
         pending: deque[tuple[pd.DataFrame, Any]] = deque()
         try:
             for feats in chunks:
-                pending.append((feats, pool.submit(job, feats)))
+                pending.append((feats, pool.submit(score_chunk, feats, ctx)))
                 if len(pending) >= workers:
                     done, future = pending.popleft()
                     yield done, future.result()
