@@ -180,7 +180,7 @@ def main() -> None:
         json.dumps({"customer_ids": [ids[i]], "explain": True}).encode()
         for i in rng.integers(0, len(ids), args.requests)
     ]
-    hundred_ids = [list(rng.choice(ids, 100, replace=False)) for _ in range(100)]
+    hundred_ids = [list(rng.choice(ids, 100, replace=False)) for _ in range(300)]
     hundred = [json.dumps({"customer_ids": h, "explain": True}).encode() for h in hundred_ids]
     hundred_plain = [json.dumps({"customer_ids": h, "explain": False}).encode() for h in hundred_ids]
     results: list[tuple[str, int, dict[str, Any]]] = []

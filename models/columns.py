@@ -216,13 +216,13 @@ def encode_matrix(
 
 
 @functools.lru_cache(maxsize=16)
-def _fixed_table(spec: str, scale: float, limit: int) -> np.ndarray:
-    table = np.array([format(i / scale, spec) for i in range(-limit, limit + 1)], dtype=object)
-    table.flags.writeable = False
-    return table
+def _fixed_table(spec: str, scale: float, limit: int) -> tuple[str, ...]:
+    return tuple(format(i / scale, spec) for i in range(-limit, limit + 1))
 
 
-def fixed_codes(values: np.ndarray, decimals: int, plus: bool = False, span: int = 10) -> tuple[np.ndarray, list[str]]:
+def fixed_codes(
+    values: np.ndarray, decimals: int, plus: bool = False, span: int = 10
+) -> tuple[np.ndarray, Sequence[str]]:
     """`format(v, ".{decimals}f")` (`"+"` in front when `plus`) of every value, exactly as Python
     writes it, as dictionary codes: (int32 code per value, the texts the codes index). A table
     lookup per value: values within +-`span` not within 1e-6 of a rounding tie take the cached text
@@ -238,19 +238,19 @@ def fixed_codes(values: np.ndarray, decimals: int, plus: bool = False, span: int
         frac = np.abs(scaled - np.floor(scaled) - 0.5)
         fast = np.isfinite(scaled) & (np.abs(scaled) <= limit) & (frac > 1e-6) & ~((scaled == 0) & np.signbit(v))
         codes = (np.where(fast, np.rint(scaled), 0) + limit).astype(np.int32)
-    table = _fixed_table(spec, scale, limit).tolist()
+    table: Sequence[str] = _fixed_table(spec, scale, limit)
     extra = np.flatnonzero(~fast)
     if len(extra):  # a -0 that rounds to zero is written "-0.000", unlike the table's "0.000"
         texts = [format(x, spec) for x in v[extra].tolist()]
         uniq = list(dict.fromkeys(texts))
         where = {t: len(table) + i for i, t in enumerate(uniq)}
         codes[extra] = [where[t] for t in texts]
-        table = table + uniq
+        table = [*table, *uniq]
     with np.errstate(invalid="ignore"):
         near_zero = fast & (codes == limit) & (v < 0)  # -0.0004 rounds to zero and is written "-0.000"
     if near_zero.any():
         minus = format(-0.0, spec)
-        table = table + [minus]
+        table = [*table, minus]
         codes[near_zero] = len(table) - 1
     return codes, table
 

@@ -464,6 +464,15 @@ def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Ca
     windows = sorted(counts)
 
     out = np.zeros((n, len(catalog.actions)), dtype=bool)
+    numbers: dict[tuple[int, str], np.ndarray] = {}  # a column many actions bound, converted once
+    consents: dict[str, np.ndarray] = {}
+
+    def number(frame: pd.DataFrame | None, name: str) -> np.ndarray:
+        key = (id(frame), name)
+        if key not in numbers:
+            numbers[key] = _num(frame, name, n)
+        return numbers[key]
+
     for j, action in enumerate(catalog.actions):
         if action.id == NO_ACTION:
             out[:, j] = True
@@ -474,12 +483,14 @@ def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Ca
             allowed = np.array([s in e.stages for s in catalog.stages] + [False])  # code -1 = unknown stage
             ok &= allowed[stage_codes]
         for name, bound in e.scores.items():
-            ok &= _in_bound(_num(scores, name, n), bound)
+            ok &= _in_bound(number(scores, name), bound)
         for name, bound in e.features.items():
-            ok &= _in_bound(_num(features, name, n), bound)
+            ok &= _in_bound(number(features, name), bound)
         if e.consent:  # 0 blocks; unknown (no column, or NULL in this row) follows consent_missing
             if e.consent in features.columns:
-                ok &= consent_mask(features[e.consent], rules.consent_missing == "allow")
+                if e.consent not in consents:
+                    consents[e.consent] = consent_mask(features[e.consent], rules.consent_missing == "allow")
+                ok &= consents[e.consent]
             elif rules.consent_missing == "deny":
                 ok &= False
         if e.min_purchases:
@@ -714,9 +725,14 @@ def decide_arrays(
 
 
 def _decoded(codes: np.ndarray, texts: Sequence[str]) -> Any:
-    """An Arrow string array: texts[codes[i]] for every i (a dictionary decode, in C++)."""
+    """An Arrow string array: texts[codes[i]] for every i (a dictionary decode, in C++). A large
+    dictionary for few rows (a number table for one API request) is cut to the texts used first."""
     import pyarrow as pa
 
+    codes = np.asarray(codes)
+    if len(texts) > 4 * len(codes):
+        used, codes = np.unique(codes, return_inverse=True)
+        texts = [texts[i] for i in used.tolist()]
     return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(texts, pa.string())).cast(pa.string())
 
 
