@@ -429,6 +429,16 @@ def _require(features: pd.DataFrame, column: str, why: str) -> None:
         raise ValueError(f"features lack {column!r}, needed for {why} (catalog columns)")
 
 
+def _require_contact_columns(features: pd.DataFrame, catalog: Catalog) -> None:
+    """The contact-history columns the cooldowns and caps read: missing ones raise ValueError
+    (caps that cannot be checked are never assumed to hold)."""
+    cols, rules = catalog.columns, catalog.contact_rules
+    _require(features, cols.days_since_last_contact, "cooldowns")
+    _require(features, cols.last_contact_action, "cooldowns")
+    for window in {*rules.max_contacts, *(a.max_contacts.window_days for a in catalog.actions if a.max_contacts)}:
+        _require(features, cols.contacts[window], f"the {window}-day contact cap")
+
+
 def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Catalog) -> np.ndarray:
     """Boolean (customers x actions) matrix in catalog order: who may receive what right now.
 
@@ -439,10 +449,7 @@ def eligibility(features: pd.DataFrame, scores: pd.DataFrame | None, catalog: Ca
     n = len(features)
     cols = catalog.columns
     rules = catalog.contact_rules
-    _require(features, cols.days_since_last_contact, "cooldowns")
-    _require(features, cols.last_contact_action, "cooldowns")
-    for window in {*rules.max_contacts, *(a.max_contacts.window_days for a in catalog.actions if a.max_contacts)}:
-        _require(features, cols.contacts[window], f"the {window}-day contact cap")
+    _require_contact_columns(features, catalog)
     since = _num(features, cols.days_since_last_contact, n)
     never = np.isnan(since)
     # The last contact's action as a catalog index (-1: none or not in the catalog).
@@ -1001,10 +1008,7 @@ def _decide_small(
     comp = _compiled(catalog)
     cols = catalog.columns
     rules = catalog.contact_rules
-    _require(features, cols.days_since_last_contact, "cooldowns")
-    _require(features, cols.last_contact_action, "cooldowns")
-    for window in {*rules.max_contacts, *(a.max_contacts.window_days for a in catalog.actions if a.max_contacts)}:
-        _require(features, cols.contacts[window], f"the {window}-day contact cap")
+    _require_contact_columns(features, catalog)
     n = len(features)
     raw = {c: _column(features, c) for c in comp.columns}
     ids_raw = features["customer_id"].to_numpy(dtype=object).tolist()
