@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -261,34 +261,65 @@ def materialize(settings: Settings, chunk_rows: int = 20_000) -> dict[str, Any]:
     }
 
 
+def _online_reader(store: Any) -> tuple[Any, Any, list[str]]:
+    """(provider, online feature view, feature names), looked up once per FeatureStore.
+
+    Reads go to the provider's `online_read` (the SQLite or Redis store's own read) rather than
+    `get_online_features`: for 100 customers the SDK's request planning and response building
+    cost ~3.7 ms around a read of ~1.5 ms."""
+    cached = getattr(store, "_journey_online_reader", None)
+    if cached is None:
+        names = ["vector", "layout", *categorical_names()]
+        cached = (store._get_provider(), store.get_feature_view(VECTOR_VIEW), names)
+        store._journey_online_reader = cached
+    return cached
+
+
+def _proto_value(value: Any) -> Any:
+    """A Feast ValueProto -> its Python value (None when unset)."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else getattr(value, kind)
+
+
 def read_online_arrays(
     store: Any, customer_ids: Sequence[str], now: pd.Timestamp
-) -> tuple[np.ndarray, dict[str, list[str | None]], list[pd.Timestamp | None], np.ndarray]:
-    """Online features as stored: (matrix n x k, categoricals, feature cutoffs, found mask).
+) -> tuple[np.ndarray, dict[str, list[str | None]], np.ndarray, np.ndarray]:
+    """Online features as stored: (matrix n x k, categoricals, feature cutoffs as UTC
+    datetime64[us] with NaT where not found, found mask).
 
     Values are as of each row's cutoff (not aged; read_online ages them). Missing customers
     get NaN rows and found=False.
     """
+    import_feast()
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    provider, view, requested = _online_reader(store)
+    keys = [EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=str(c))]) for c in customer_ids]
+    rows = provider.online_read(config=store.config, table=view, entity_keys=keys, requested_features=requested)
     names = numeric_names()
     cats = categorical_names()
-    refs = [f"{VECTOR_VIEW}:vector", f"{VECTOR_VIEW}:layout"] + [f"{VECTOR_VIEW}:{c}" for c in cats]
-    response = store.get_online_features(features=refs, entity_rows=[{"customer_id": c} for c in customer_ids])
-    data = response.to_dict(include_event_timestamps=True)
     n, k = len(customer_ids), len(names)
     matrix = np.full((n, k), np.nan)
     found = np.zeros(n, dtype=bool)
-    cutoffs: list[pd.Timestamp | None] = [None] * n
+    cutoffs = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    categoricals: dict[str, list[str | None]] = {c: [None] * n for c in cats}
     layout = layout_hash()
-    ts_key = "vector__ts" if "vector__ts" in data else None
-    for i, (blob, lay) in enumerate(zip(data["vector"], data["layout"], strict=True)):
+    for i, (stamp, values) in enumerate(rows):
+        if not values:
+            continue
+        blob, lay = _proto_value(values.get("vector")), _proto_value(values.get("layout"))
         if blob is None or lay != layout:
             continue
         matrix[i] = np.frombuffer(blob, dtype=np.float64)
         found[i] = True
-        stamp = data[ts_key][i] if ts_key else None
-        if stamp:  # epoch seconds
-            cutoffs[i] = pd.Timestamp(stamp, unit="s", tz="UTC")
-    categoricals = {c: [v if found[i] else None for i, v in enumerate(data[c])] for c in cats}
+        if stamp is not None:  # a datetime, UTC (naive ones are UTC too)
+            cutoffs[i] = np.datetime64(stamp.replace(tzinfo=None) if stamp.utcoffset() is None else
+                                       stamp.astimezone(timezone.utc).replace(tzinfo=None), "us")  # fmt: skip
+        for c in cats:
+            categoricals[c][i] = _proto_value(values.get(c))
     return matrix, categoricals, cutoffs, found
 
 
@@ -303,24 +334,68 @@ def read_online(store: Any, customer_ids: Sequence[str], now: pd.Timestamp) -> p
 
     matrix, categoricals, cutoffs, found = read_online_arrays(store, customer_ids, now)
     names = numeric_names()
-    now_s = now.timestamp()
-    elapsed = np.array([(now_s - c.timestamp()) / 86400.0 if c is not None else 0.0 for c in cutoffs])
+    now64 = np.datetime64(now.tz_convert("UTC").tz_localize(None).as_unit("us").to_datetime64(), "us")
+    elapsed = np.where(found, (now64 - cutoffs) / np.timedelta64(1, "s") / 86400.0, 0.0)
     stage_name = "journey_stage"
     if found.any():
         stages = np.asarray(categoricals.get(stage_name, [None] * len(found)), dtype=object)
         matrix, stages = age_arrays(matrix, names, stages, elapsed)
         if stage_name in categoricals:
             categoricals[stage_name] = [s if f else None for s, f in zip(stages, found, strict=True)]
-    columns: dict[str, Any] = {
-        "customer_id": list(customer_ids),
-        "cutoff": pd.DatetimeIndex([now] * len(found)).as_unit("us"),
-        "feature_time": pd.DatetimeIndex([c if c is not None else pd.NaT for c in cutoffs]).as_unit("us"),
-        "found": found,
-    }
-    frame = pd.concat(
-        [pd.DataFrame(columns), pd.DataFrame(matrix, columns=names), pd.DataFrame(categoricals, dtype=object)], axis=1
-    )
-    return frame
+    ids = np.empty(len(found), dtype=object)
+    ids[:] = list(customer_ids)
+    return _online_frame(ids, np.full(len(found), now64), cutoffs, found, matrix, names, categoricals)
+
+
+_FRAME_COLUMNS: dict[tuple[str, ...], pd.Index] = {}
+
+
+def _online_frame(
+    ids: np.ndarray,
+    cutoff: np.ndarray,
+    feature_time: np.ndarray,
+    found: np.ndarray,
+    matrix: np.ndarray,
+    names: list[str],
+    categoricals: dict[str, list[str | None]],
+) -> pd.DataFrame:
+    """The online frame: customer_id, cutoff, feature_time, found, the numeric features, the categoricals.
+
+    Built from pandas blocks directly (one float64 block for the features, as `pd.concat` makes
+    it): the public constructors cost ~0.4 ms for a one-customer request, ~10% of its time,
+    against ~0.04 ms here. Falls back to the public path if pandas' internals differ."""
+    n = len(ids)
+    utc = pd.DatetimeTZDtype("us", "UTC")
+    cut = pd.arrays.DatetimeArray._from_sequence(cutoff, dtype=utc)
+    seen = pd.arrays.DatetimeArray._from_sequence(feature_time, dtype=utc)
+    cats = list(categoricals)
+    try:
+        from pandas.core.internals import BlockManager
+        from pandas.core.internals.api import make_block
+
+        key = (*names, "|", *cats)
+        columns = _FRAME_COLUMNS.get(key)
+        if columns is None:
+            columns = _FRAME_COLUMNS[key] = pd.Index(["customer_id", "cutoff", "feature_time", "found", *names, *cats])
+        k = len(names)
+        objects = np.empty((len(cats), n), dtype=object)
+        for j, c in enumerate(cats):
+            objects[j, :] = categoricals[c]
+        blocks = [
+            make_block(ids.reshape(1, n), placement=slice(0, 1), ndim=2),
+            make_block(cut, placement=slice(1, 2), ndim=2),
+            make_block(seen, placement=slice(2, 3), ndim=2),
+            make_block(np.asarray(found, dtype=bool).reshape(1, n), placement=slice(3, 4), ndim=2),
+            make_block(np.ascontiguousarray(matrix.T), placement=slice(4, 4 + k), ndim=2),
+        ]
+        if cats:
+            blocks.append(make_block(objects, placement=slice(4 + k, 4 + k + len(cats)), ndim=2))
+        manager = BlockManager(blocks, [columns, pd.RangeIndex(n)], verify_integrity=False)
+        return pd.DataFrame._from_mgr(manager, axes=manager.axes)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        head = pd.DataFrame({"customer_id": ids, "cutoff": cut, "feature_time": seen, "found": found})
+        parts = [head, pd.DataFrame(matrix, columns=names), pd.DataFrame(categoricals, dtype=object)]
+        return pd.concat(parts, axis=1)
 
 
 def historical_features(entity_df: pd.DataFrame, service: str, settings: Settings) -> pd.DataFrame:

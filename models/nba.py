@@ -51,6 +51,7 @@ holdout (a hash of the customer id, share `policy.holdout_share`) always gets `n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -386,16 +387,28 @@ class Policy:
             raise ValueError("holdout_share must be within [0, 1]")
 
 
+@functools.lru_cache(maxsize=64)
+def _holdout_key(salt: str) -> str:
+    return hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # 16 characters, as hash_array wants
+
+
 def holdout_mask(customer_ids: Any, share: float, salt: str = "journeyml-nba") -> np.ndarray:
     """True for customers in the global holdout: a keyed hash of the id below `share`.
 
     Stable across processes and machines (SipHash with a key derived from `salt`), so the
     API and batch jobs agree on who is held out.
     """
-    ids = np.asarray(pd.Series(customer_ids, dtype="object").astype(str).to_numpy(), dtype=object)
-    if share <= 0 or len(ids) == 0:
-        return np.zeros(len(ids), dtype=bool)
-    key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # 16 characters, as hash_array wants
+    if share <= 0:
+        return np.zeros(len(customer_ids), dtype=bool)
+    listed = customer_ids.tolist() if isinstance(customer_ids, np.ndarray | pd.Series) else list(customer_ids)
+    ids = np.empty(len(listed), dtype=object)
+    if all(type(v) is str for v in listed):  # the usual case, without pandas' string conversion
+        ids[:] = listed
+    else:
+        ids[:] = pd.Series(listed, dtype="object").astype(str).tolist()
+    if len(ids) == 0:
+        return np.zeros(0, dtype=bool)
+    key = _holdout_key(salt)
     h = pd.util.hash_array(ids, hash_key=key, categorize=False).astype(np.uint64)
     u = (h >> np.uint64(11)).astype(np.float64) / float(2**53)
     return u < share
@@ -877,17 +890,20 @@ SMALL_DECIDE = 32  # up to this many rows, `decide` works row by row in plain Py
 
 def decide(
     features: pd.DataFrame,
-    scores: pd.DataFrame | None,
+    scores: pd.DataFrame | Mapping[str, Any] | None,
     policy: Policy,
     k: int = 3,
 ) -> list[list[dict[str, Any]]]:
     """Top-k recommendations per feature row, as ActionRecommendation-shaped dicts (see the module docstring).
 
+    `scores` is a frame or a mapping of equal-length columns (customer_id and one per task).
     Up to `SMALL_DECIDE` rows (an API request) the same decision is computed row by row without
     pandas (well under a millisecond per customer); larger inputs go through `decide_columnar`.
     """
     if 0 < len(features) <= SMALL_DECIDE:
         return _decide_small(features, scores, policy, k)
+    if scores is not None and not isinstance(scores, pd.DataFrame):
+        scores = pd.DataFrame(dict(scores))
     frame = decide_columnar(features, scores, policy, k)
     answers: list[list[dict[str, Any]]] = [[] for _ in range(len(features))]
     # The frame lists the feature rows in order, ranks ascending, and every row has rank 1.
@@ -976,19 +992,22 @@ def _bound_ok(v: float, bound: Bound) -> bool:
     return bound.max is None or v <= bound.max
 
 
-def _score_rows(features: pd.DataFrame, scores: pd.DataFrame | None) -> list[dict[str, float]]:
+def _score_rows(features: pd.DataFrame, scores: pd.DataFrame | Mapping[str, Any] | None) -> list[dict[str, float]]:
     """Per feature row, its scores by name (as `align_scores` matches them: by customer_id, the last duplicate)."""
     n = len(features)
     if scores is None:
         return [{} for _ in range(n)]
-    names = [c for c in scores.columns if c != "customer_id"]
-    if "customer_id" in scores.columns:
-        keys = scores["customer_id"].astype(str).tolist()
-    else:
+    columns = list(scores.columns if isinstance(scores, pd.DataFrame) else scores.keys())
+    names = [c for c in columns if c != "customer_id"]
+    if "customer_id" in columns:
+        keys = [str(v) for v in np.asarray(scores["customer_id"], dtype=object).tolist()]
+    elif isinstance(scores, pd.DataFrame):
         keys = [str(i) for i in scores.index]
-    values = {c: scores[c].to_numpy(dtype=object).tolist() for c in names}
+    else:
+        keys = [str(i) for i in range(len(scores[names[0]]))] if names else []
+    values = {c: np.asarray(scores[c], dtype=object).tolist() for c in names}
     ids = [str(v) for v in features["customer_id"].to_numpy(dtype=object).tolist()]
-    if "customer_id" in scores.columns and keys == ids:  # already in row order
+    if "customer_id" in columns and keys == ids:  # already in row order
         return [{c: to_number(values[c][i]) for c in names} for i in range(n)]
     where = {key: i for i, key in enumerate(keys)}  # the last duplicate wins
     out = []
@@ -999,7 +1018,7 @@ def _score_rows(features: pd.DataFrame, scores: pd.DataFrame | None) -> list[dic
 
 
 def _decide_small(
-    features: pd.DataFrame, scores: pd.DataFrame | None, policy: Policy, k: int
+    features: pd.DataFrame, scores: pd.DataFrame | Mapping[str, Any] | None, policy: Policy, k: int
 ) -> list[list[dict[str, Any]]]:
     """`decide` for a few rows: the same rules and arithmetic as the vectorised path, in plain Python."""
     if "customer_id" not in features.columns:

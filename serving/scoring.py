@@ -62,13 +62,14 @@ class Reference:
         return np.where(np.isfinite(values), np.round(pct, 1), np.nan)
 
 
-def _nba_scores(table: Mapping[str, Any]) -> pd.DataFrame:
+def _nba_scores(table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The scores the action policy reads, as columns: customer_id and each task's primary output."""
     cols: dict[str, Any] = {"customer_id": np.asarray(table["customer_id"])}
     for task in TASK_ORDER:
         col = primary_column(task, list(table.keys()))
         if col is not None:
             cols[task] = np.asarray(table[col], dtype=float)
-    return pd.DataFrame(cols)
+    return cols
 
 
 def score_columns(
@@ -102,7 +103,7 @@ def score_columns(
     if actions and policy is not None and action_rows and n:
         from models.nba import decide_columnar
 
-        long = decide_columnar(features, _nba_scores(table), policy, k)
+        long = decide_columnar(features, pd.DataFrame(_nba_scores(table)), policy, k)
         table["action_rows"] = long
         first = long["rank"].to_numpy() == 1  # every customer has a rank-1 row, in feature-row order
         table["holdout"] = long["holdout"].to_numpy(dtype=bool)[first]
