@@ -191,15 +191,15 @@ class FeatureColumns:
             self._missing[name] = cached
         return cached
 
-    def value(self, name: str, row: int) -> Any:
-        """The raw value of one cell as a Python scalar (float for numeric columns)."""
+    def column_values(self, name: str, rows: np.ndarray) -> list[Any]:
+        """The raw values at `rows` as Python scalars (floats for numeric columns; None-filled when
+        the column is absent)."""
         if name not in self.columns:
-            return None
+            return [None] * len(rows)
         self._ensure_block()
         if name in self._pos:
-            return float(self.numeric(name)[row])
-        value = self.objects(name)[row]
-        return value.item() if isinstance(value, np.generic) else value
+            return self.numeric(name)[rows].tolist()
+        return [v.item() if isinstance(v, np.generic) else v for v in self.objects(name)[rows].tolist()]
 
 
 def encode_matrix(

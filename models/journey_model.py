@@ -328,11 +328,12 @@ class JourneyModel(BaseEstimator):
         contrib = est.contributions_matrix(scored.matrix[rows], method)
         return contrib[:, :-1], list(est.feature_names_)
 
-    def feature_value(self, cols: FeatureColumns, scored: PartScores, name: str, row: int) -> Any:
-        """The value the model saw for one feature of one row (`feature_values` cell; None if absent)."""
+    def feature_column(self, cols: FeatureColumns, scored: PartScores, name: str, rows: np.ndarray) -> list[Any]:
+        """The values the model saw for one feature at `rows` (`feature_values` cells, as Python
+        scalars: floats for numbers, None where the column is absent)."""
         if name in scored.derived:
-            return float(scored.derived[name][row])
-        return cols.value(name, row)
+            return np.asarray(scored.derived[name], dtype=float)[rows].tolist()
+        return cols.column_values(name, rows)
 
     def feature_values(self, X: pd.DataFrame) -> pd.DataFrame:
         """The values the model saw (input features plus BG/NBD columns)."""

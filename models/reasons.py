@@ -214,24 +214,37 @@ def _reason(name: str, c: float, value: Any, describe: Describe) -> dict[str, An
 def top_reasons_matrix(
     contributions: np.ndarray,
     names: Sequence[str],
-    value_of: Callable[[int, str], Any],
+    column_of: Callable[[str], Sequence[Any]],
     describe: Describe,
     top_k: int = 3,
 ) -> list[list[dict[str, Any]]]:
     """`top_reasons` on a contribution matrix (rows x features, no bias column): the ranking is one
-    argsort over the matrix and only the top_k cells of each row are looked up (`value_of(row, name)`)
-    and put in words."""
+    argsort over the matrix, and only the features that made some row's top_k are read, each once
+    as a whole column (`column_of(name)`: that feature's values for these rows, as Python
+    scalars), then the cells are put in words."""
     mat = np.asarray(contributions, dtype=float)
     order = np.argsort(-np.abs(mat), axis=1)[:, :top_k]
     picked = np.take_along_axis(mat, order, axis=1)
+    labels = [str(v) for v in names]
+    columns: dict[int, Sequence[Any]] = {}
+    for j in np.unique(order).tolist():
+        columns[j] = column_of(labels[j])
     out: list[list[dict[str, Any]]] = []
-    for i in range(len(mat)):
+    isnan = math.isnan
+    for i, (js, cs) in enumerate(zip(order.tolist(), picked.tolist(), strict=True)):
         row = []
-        for j, c in zip(order[i].tolist(), picked[i].tolist(), strict=True):
+        for j, c in zip(js, cs, strict=True):
             if c == 0.0:
                 continue
-            name = str(names[j])
-            row.append(_reason(name, c, value_of(i, name), describe))
+            name = labels[j]
+            value = columns[j][i]
+            row.append({
+                "feature": name,
+                "value": None if value is None or (isinstance(value, float) and isnan(value)) else value,
+                "contribution": round(c, 4),
+                "direction": "raises" if c > 0 else "lowers",
+                "text": describe(name, value),
+            })  # fmt: skip
         out.append(row)
     return out
 

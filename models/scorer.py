@@ -109,12 +109,12 @@ class Scorer:
         warm = np.flatnonzero(~cold)
         if len(warm):
             contrib, names = part.contributions_rows(scored, warm, self.attribution)
-            rows = warm.tolist()
 
-            def value_of(i: int, name: str) -> Any:
-                return part.feature_value(cols, scored, name, rows[i])
+            def column_of(name: str) -> list[Any]:
+                return part.feature_column(cols, scored, name, warm)
 
-            for i, r in zip(rows, top_reasons_matrix(contrib, names, value_of, self.describe, self.top_k), strict=True):
+            found = top_reasons_matrix(contrib, names, column_of, self.describe, self.top_k)
+            for i, r in zip(warm.tolist(), found, strict=True):
                 result[i] = r
         if cold.any():
             segments = [c for c in part.cold_start_.segment_columns_ if c in cols.columns]
