@@ -885,7 +885,8 @@ def decide_columnar(
     return out
 
 
-SMALL_DECIDE = 32  # up to this many rows, `decide` works row by row in plain Python (no pandas per call)
+SMALL_DECIDE = 128  # up to this many rows, `decide` works row by row in plain Python (no pandas per call):
+# ~0.02 ms a row against the columnar path's ~3 ms fixed cost (measured even at ~150 rows)
 
 
 def decide(
@@ -897,7 +898,7 @@ def decide(
     """Top-k recommendations per feature row, as ActionRecommendation-shaped dicts (see the module docstring).
 
     `scores` is a frame or a mapping of equal-length columns (customer_id and one per task).
-    Up to `SMALL_DECIDE` rows (an API request) the same decision is computed row by row without
+    Up to `SMALL_DECIDE` rows (an API request, up to ~128 customers) the same decision is computed row by row without
     pandas (well under a millisecond per customer); larger inputs go through `decide_columnar`.
     """
     if 0 < len(features) <= SMALL_DECIDE:
