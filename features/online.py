@@ -164,6 +164,14 @@ def definitions(table_glob: str) -> list[Any]:
     return [customer, tables, vector_source, push, offline, online, *services]
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a state file whole or not at all (temp file, then rename): a crash mid-write must not
+    leave a torn file that later reads fail on."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
 def open_store(settings: Settings, *, apply: bool = True) -> Any:
     """A FeatureStore for the workspace; registers the definitions when they changed."""
     import_feast()
@@ -174,7 +182,7 @@ def open_store(settings: Settings, *, apply: bool = True) -> Any:
     wanted = {"layout": layout_hash(), "tables": str(table_dir(settings)), "online": store.config.online_store.type}
     if apply and (not marker.exists() or json.loads(marker.read_text()) != wanted):
         store.apply(definitions(str(table_dir(settings) / "*.parquet")))
-        marker.write_text(json.dumps(wanted))
+        _write_json(marker, wanted)
     return store
 
 
@@ -251,7 +259,7 @@ def materialize(settings: Settings, chunk_rows: int = 20_000) -> dict[str, Any]:
     for batch in pf.iter_batches(batch_size=chunk_rows):
         frame = batch.to_pandas()
         rows += push_features(store, frame, chunk_rows)
-    state_path.write_text(json.dumps({"table": newest.name, "layout": layout_hash(), "rows": rows}))
+    _write_json(state_path, {"table": newest.name, "layout": layout_hash(), "rows": rows})
     return {
         "ok": True,
         "table": newest.name,
