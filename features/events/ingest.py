@@ -200,10 +200,15 @@ def ingest_files(
     now: pd.Timestamp | None = None,
     chunk_rows: int = 500_000,
 ) -> IngestResult:
-    """Ingest files into the store. Unreadable files are listed, never raised."""
+    """Ingest files into the store. Unreadable files are listed, never raised.
+
+    Also indexes the store's batches committed before it had a customer index (a no-op once
+    done), so that `journey ingest` upgrades an older store; the API's appends never pay for it.
+    """
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     run = _Run(store, quarantine_dir, now, uuid.uuid4().hex[:16])
     with store.writer_lock():
+        store.build_index()
         for path in paths:
             before = (run.result.read, run.result.accepted, run.result.duplicates, run.result.quarantined)
             try:

@@ -4,12 +4,20 @@ Layout under `root`::
 
     event_date=YYYY-MM-DD/part-<batch>-<n>.parquet   events in the contract's schema
     _keys/<batch>.npy                                 uint64 dedup keys of the batch's event ids
+    _index/<batch>.parquet                            customer key -> the batch's files holding that customer
     _txn/<batch>.json                                 write-ahead intent of a batch being committed
 
 A batch is staged as hidden temp files, then an intent listing them is written and
 fsynced, then the files are renamed into place. A crash before the intent leaves only
 temp files (removed at the next open: the store is as before); a crash after it is
 rolled forward by `recover()` (the store is as after). Writers hold an exclusive flock.
+
+The per-customer index lets a reader of a few customers (the real-time refresh after
+`POST /v1/events`) open only the files that hold them instead of scanning the store.
+It is renamed last in a batch's commit, so a batch whose index is visible has all its
+files in place; files that no index lists (batches committed before the index existed,
+or a commit still being renamed) are read as "may hold anyone", so results never depend
+on the index being there.
 """
 
 from __future__ import annotations
@@ -18,18 +26,26 @@ import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.contract import EVENT_SCHEMA
 
 TMP_SUFFIX = ".tmp"
+_LOCAL_FS = pafs.LocalFileSystem()
+INDEX_DIR = "_index"
+INDEX_SCHEMA = pa.schema([("customer_key", pa.uint64()), ("file", pa.uint32())])
 
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -62,6 +78,15 @@ def event_keys(event_ids: pa.Array | pa.ChunkedArray | list[str] | np.ndarray) -
     return keys
 
 
+def customer_keys(customer_ids: pa.Array | pa.ChunkedArray | list[str] | np.ndarray) -> np.ndarray:
+    """Stable 64-bit keys of customer ids for the file index: the FNV-1a of `event_keys`.
+
+    Persisted in `_index/`, so this must never change. A collision only makes a reader open
+    one more file (rows are still filtered on the real customer_id), never lose events.
+    """
+    return event_keys(customer_ids)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new file in `path` durable (the directory entry itself is fsynced)."""
     fd = os.open(path, os.O_RDONLY)
@@ -78,10 +103,53 @@ def _write_durable(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def _write_durable_table(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path)
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _batch_of(file_name: str) -> str | None:
+    """The batch id in a committed file name (`part-<batch>-<n>.parquet`), None for other names."""
+    stem = file_name.removesuffix(".parquet")
+    if not stem.startswith("part-") or "-" not in stem[5:]:
+        return None
+    return stem[5:].rsplit("-", 1)[0]
+
+
+@dataclass(frozen=True)
+class _FileIndex:
+    """The loaded `_index/` of a store: every indexed (customer key, file) pair, sorted by key.
+
+    Immutable, so readers on several threads can share it and a refresh swaps in a new one.
+    """
+
+    names: tuple[str, ...]  # the index files it was loaded from (the cache key)
+    keys: np.ndarray  # uint64 customer keys, sorted
+    file_ids: np.ndarray  # for each key, a position in `files`
+    files: tuple[str, ...]  # store-relative paths of every indexed file
+    covered: frozenset[str]  # the same, as a set
+
+
+@dataclass(frozen=True)
+class _Folder:
+    """The cached listing of one partition folder (see `EventStore._relative_files`)."""
+
+    stamp: tuple[int, int, int]  # the folder's (st_ino, st_mtime_ns, st_ctime_ns), taken before listing it
+    names: tuple[str, ...]  # its Parquet files
+    settled: bool  # last changed long enough before the listing that an unchanged stamp proves it current
+
+
+_SETTLE_NS = 2_000_000_000  # above the coarsest timestamp granularity of the filesystems we run on
+_NO_INDEX = _FileIndex((), np.empty(0, np.uint64), np.empty(0, np.uint32), (), frozenset())
+
+
 class EventStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._keys_cache: tuple[tuple[str, ...], np.ndarray] | None = None
+        self._index_cache = _NO_INDEX
+        self._listing_cache: dict[str, _Folder] = {}
 
     @property
     def glob(self) -> str:
@@ -89,7 +157,37 @@ class EventStore:
         return str(self.root / "event_date=*" / "*.parquet")
 
     def files(self) -> list[Path]:
-        return sorted(self.root.glob("event_date=*/*.parquet"))
+        return [self.root / rel for rel in self._relative_files()]
+
+    def _relative_files(self) -> list[str]:
+        """Store-relative paths of the committed event files (what `glob` matches), sorted.
+
+        The real-time path lists the store on every call, so each partition folder's listing is
+        cached and reused while the folder's (inode, mtime, ctime) is unchanged: adding, renaming
+        or removing a file in a folder changes both times. A folder changed within `_SETTLE_NS`
+        of its listing is listed again next time, as a later change might still fall in the same
+        coarse timestamp tick and leave the times equal.
+        """
+        try:
+            with os.scandir(self.root) as entries:
+                parts = [(e.name, e.stat()) for e in entries if e.name.startswith("event_date=") and e.is_dir()]
+        except FileNotFoundError:
+            return []
+        cached = self._listing_cache
+        listing: dict[str, _Folder] = {}
+        out: list[str] = []
+        for part, st in parts:
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            folder = cached.get(part)
+            if folder is None or not folder.settled or folder.stamp != stamp:
+                settled = max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _SETTLE_NS
+                with os.scandir(os.path.join(self.root, part)) as entries:
+                    names = tuple(e.name for e in entries if e.name.endswith(".parquet") and e.is_file())
+                folder = _Folder(stamp, names, settled)
+            listing[part] = folder
+            out.extend(f"{part}/{name}" for name in folder.names)
+        self._listing_cache = listing
+        return sorted(out)
 
     def is_empty(self) -> bool:
         return not self.files()
@@ -121,8 +219,9 @@ class EventStore:
                         os.replace(self.root / tmp_name, self.root / final_name)
                 intent.unlink()
                 rolled += 1
-        for tmp in list(self.root.glob("event_date=*/.*" + TMP_SUFFIX)) + list(self.root.glob("_keys/.*" + TMP_SUFFIX)):
-            tmp.unlink(missing_ok=True)
+        for pattern in ("event_date=*/.*", "_keys/.*", f"{INDEX_DIR}/.*"):
+            for tmp in self.root.glob(pattern + TMP_SUFFIX):
+                tmp.unlink(missing_ok=True)
         staging = self.root / "_staging"
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -164,6 +263,12 @@ class EventStore:
             final = staged.with_name(staged.name[1:].removesuffix(TMP_SUFFIX))
             moves.append((str(staged.relative_to(self.root)), str(final.relative_to(self.root))))
         moves.append((str(key_tmp.relative_to(self.root)), f"_keys/{batch}.npy"))
+        index_dir = self.root / INDEX_DIR
+        index_dir.mkdir(exist_ok=True)
+        index_tmp = index_dir / f".{batch}.parquet{TMP_SUFFIX}"
+        _write_durable_table(self._index_table([(final, self.root / tmp) for tmp, final in moves[:-1]]), index_tmp)
+        # last, so that a reader seeing the index sees every file it lists (moves run in order, also in recover)
+        moves.append((str(index_tmp.relative_to(self.root)), f"{INDEX_DIR}/{batch}.parquet"))
         txn_dir = self.root / "_txn"
         txn_dir.mkdir(exist_ok=True)
         intent_tmp = txn_dir / f".{batch}.json{TMP_SUFFIX}"
@@ -174,7 +279,105 @@ class EventStore:
             os.replace(self.root / tmp_name, self.root / final_name)
         (txn_dir / f"{batch}.json").unlink()
         self._keys_cache = None
-        return [self.root / final for _, final in moves[:-1]]
+        return [self.root / final for _, final in moves[:-2]]
+
+    @staticmethod
+    def _index_table(files: Sequence[tuple[str, Path]]) -> pa.Table:
+        """The index of one batch: (customer key, file number) per customer of each file, sorted by key.
+
+        `files` pairs each file's store-relative final path (recorded in the index's metadata,
+        where `file` points) with the path to read it from now (a staged temp file in a commit).
+        """
+        keys: list[np.ndarray] = []
+        numbers: list[np.ndarray] = []
+        for n, (_, path) in enumerate(files):
+            ids = pc.unique(pq.read_table(path, columns=["customer_id"]).column(0))
+            keys.append(customer_keys(ids))
+            numbers.append(np.full(len(ids), n, dtype=np.uint32))
+        key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+        number = np.concatenate(numbers) if numbers else np.empty(0, np.uint32)
+        order = np.argsort(key, kind="stable")
+        metadata = {b"files": json.dumps([final for final, _ in files]).encode()}
+        return pa.table([key[order], number[order]], schema=INDEX_SCHEMA.with_metadata(metadata))
+
+    def build_index(self) -> int:
+        """Index the committed batches that have no index yet (written before it existed). Returns batches indexed.
+
+        Must be called under writer_lock() (recover() has then put every committed batch's
+        files in place). Readers are correct without it; it only makes them read less.
+        """
+        index_dir = self.root / INDEX_DIR
+        indexed = {p.stem for p in index_dir.glob("*.parquet")}
+        missing = {p.stem for p in (self.root / "_keys").glob("*.npy")} - indexed
+        if not missing:
+            return 0
+        by_batch: dict[str, list[str]] = {}
+        for rel in self._relative_files():
+            batch = _batch_of(rel.rsplit("/", 1)[1])
+            if batch is not None and batch in missing:
+                by_batch.setdefault(batch, []).append(rel)
+        index_dir.mkdir(exist_ok=True)
+        for batch in sorted(missing):
+            tmp = index_dir / f".{batch}.parquet{TMP_SUFFIX}"
+            table = self._index_table([(rel, self.root / rel) for rel in by_batch.get(batch, [])])
+            _write_durable_table(table, tmp)
+            os.replace(tmp, index_dir / f"{batch}.parquet")
+        fsync_dir(index_dir)
+        return len(missing)
+
+    def _file_index(self) -> _FileIndex:
+        """The loaded index, cached: reloaded only when the set of index files changes, and then
+        only the new files are read (a batch's index never changes once committed)."""
+        try:
+            with os.scandir(self.root / INDEX_DIR) as entries:
+                names = tuple(sorted(e.name for e in entries if e.name.endswith(".parquet")))
+        except FileNotFoundError:
+            names = ()
+        cached = self._index_cache
+        if names == cached.names:
+            return cached
+        base = cached if set(cached.names) <= set(names) else _NO_INDEX
+        keys, file_ids, files = [base.keys], [base.file_ids], list(base.files)
+        for name in sorted(set(names) - set(base.names)):
+            table = pq.read_table(self.root / INDEX_DIR / name)
+            keys.append(table.column("customer_key").to_numpy())
+            file_ids.append(table.column("file").to_numpy() + np.uint32(len(files)))
+            files.extend(json.loads((table.schema.metadata or {})[b"files"]))
+        key = np.concatenate(keys)
+        # stable sort is a timsort: merging the sorted old keys with the new batches is about linear
+        order = np.argsort(key, kind="stable")
+        index = _FileIndex(names, key[order], np.concatenate(file_ids)[order], tuple(files), frozenset(files))
+        self._index_cache = index
+        return index
+
+    def candidate_files(self, customer_ids: Sequence[str]) -> list[Path]:
+        """The committed files that may hold events of these customers, sorted like `files()`.
+
+        Files of indexed batches are kept when their index lists one of the customers' keys;
+        files no index covers are always kept.
+        """
+        index = self._file_index()
+        wanted = np.unique(customer_keys(list(customer_ids)))
+        lo = np.searchsorted(index.keys, wanted, side="left")
+        counts = np.searchsorted(index.keys, wanted, side="right") - lo
+        # positions lo[i] .. lo[i] + counts[i] - 1 of every wanted key, without a Python loop
+        positions = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        hits = {index.files[i] for i in np.unique(index.file_ids[positions])}
+        return [self.root / rel for rel in self._relative_files() if rel in hits or rel not in index.covered]
+
+    def read_customers(self, customer_ids: Sequence[str]) -> pa.Table:
+        """Every stored event of these customers, in the contract's schema and in `files()` order.
+
+        Opens only `candidate_files`. Parquet through pyarrow: for the handful of small files a
+        customer spans, DuckDB's fixed cost per query is several times the whole read.
+        """
+        files = self.candidate_files(customer_ids) if len(customer_ids) else []
+        if not files:
+            return EVENT_SCHEMA.empty_table()
+        dataset = ds.FileSystemDataset.from_paths(
+            [str(f) for f in files], schema=EVENT_SCHEMA, format=ds.ParquetFileFormat(), filesystem=_LOCAL_FS
+        )
+        return dataset.to_table(filter=pc.field("customer_id").isin(list(customer_ids)))
 
     def stage(self, table: pa.Table, batch: str, seq: int) -> dict[str, list[Path]]:
         """Write a table of contract events as hidden temp files, one per event date."""
