@@ -269,7 +269,7 @@ def materialize(settings: Settings, chunk_rows: int = 20_000) -> dict[str, Any]:
     }
 
 
-def _online_reader(store: Any) -> tuple[Any, Any, list[str]]:
+def _online_reader(store: Any) -> tuple[Any, Any, tuple[str, ...]]:
     """(provider, online feature view, feature names), looked up once per FeatureStore.
 
     Reads go to the provider's `online_read` (the SQLite or Redis store's own read) rather than
@@ -277,7 +277,7 @@ def _online_reader(store: Any) -> tuple[Any, Any, list[str]]:
     cost ~3.7 ms around a read of ~1.5 ms."""
     cached = getattr(store, "_journey_online_reader", None)
     if cached is None:
-        names = ["vector", "layout", *categorical_names()]
+        names = ("vector", "layout", *categorical_names())
         cached = (store._get_provider(), store.get_feature_view(VECTOR_VIEW), names)
         store._journey_online_reader = cached
     return cached
@@ -306,7 +306,8 @@ def read_online_arrays(
 
     provider, view, requested = _online_reader(store)
     keys = [EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=str(c))]) for c in customer_ids]
-    rows = provider.online_read(config=store.config, table=view, entity_keys=keys, requested_features=requested)
+    # a fresh list each call: the Redis store appends its timestamp field to the list it is given
+    rows = provider.online_read(config=store.config, table=view, entity_keys=keys, requested_features=list(requested))
     names = numeric_names()
     cats = categorical_names()
     n, k = len(customer_ids), len(names)

@@ -145,8 +145,25 @@ def test_redis_online_store(built: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     settings = get_settings()
     summary = materialize(settings)
     assert summary["rows"] == 3
-    online = read_online(open_store(settings), ["a", "nobody"], now=T2)
+    store = open_store(settings)
+    online = read_online(store, ["a", "nobody"], now=T2)
     assert online["found"].tolist() == [True, False]
+
+    # Repeated reads ask Redis for the same fields: the Redis store appends its timestamp field to
+    # the list it is given, and a reused list grew by one field a read (reads slowed without end).
+    provider = store._get_provider()
+    asked: list[int] = []
+    real = provider.online_read
+
+    def spy(**kwargs: object) -> object:
+        asked.append(len(kwargs["requested_features"]))  # type: ignore[arg-type]
+        return real(**kwargs)
+
+    monkeypatch.setattr(provider, "online_read", spy)
+    again = [read_online(store, ["a"], now=T2) for _ in range(4)]
+    assert len(set(asked)) == 1 and len(asked) == 4
+    for frame in again:
+        pd.testing.assert_frame_equal(frame, online.iloc[:1])
 
 
 def test_features_cli_build_materialize_get(built: Path) -> None:
