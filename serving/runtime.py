@@ -142,13 +142,45 @@ def _reference(settings: Settings, scorer: Any, limit: int = 20_000) -> Referenc
     return Reference.from_table(table)
 
 
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
 def settle_heap() -> None:
     """Move everything loaded so far (models, Feast, pandas, MLflow: hundreds of thousands of
     objects) out of the garbage collector's sight: each full collection would otherwise walk them
-    all, a pause of tens of milliseconds landing on whichever request triggered it. Requests
-    still have their own short-lived objects collected as usual."""
+    all, a pause of tens of milliseconds landing on whichever request triggered it.
+
+    Requests still have their objects collected, but a collection now starts after 10,000 new
+    container objects instead of 700: a 100-customer answer allocates thousands of dicts and lists
+    that reference counting frees when the request ends, and at 700 the collector ran ~4 times
+    per such request on them and moved survivors up to the older generations (measured in
+    process, 300 requests: 187 ms of collections against 12 ms)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _registry_stamp(uri: str) -> tuple[int, ...] | None:
+    """For a SQLite registry, (mtime, size) of its files: unchanged means no alias moved, so the
+    poller need not ask MLflow (~12 ms of a worker's CPU each time). None (ask MLflow) for other
+    backends, and when a file changed in the last 2 s: a later write in the same coarse timestamp
+    tick could leave the stamp equal."""
+    if uri.split(":", 1)[0].lower() != "sqlite":
+        return None
+    path = uri.split("://", 1)[-1][1:]
+    if path in ("", ":memory:"):
+        return None
+    stamp: list[int] = []
+    for name in (path, path + "-wal"):  # a WAL database writes to its -wal file first
+        try:
+            st = Path(name).stat()
+        except OSError:
+            stamp += [0, 0]
+            continue
+        if st.st_mtime_ns > time.time_ns() - 2_000_000_000:
+            return None
+        stamp += [st.st_mtime_ns, st.st_size]
+    return tuple(stamp)
 
 
 class Runtime:
@@ -165,6 +197,7 @@ class Runtime:
         self._store_failed_at: float | None = None  # when the online store last failed (None: healthy)
         self._store_probe = threading.Lock()
         self.last_reload_error: str | None = None
+        self._registry_seen: tuple[int, ...] | None = None  # the SQLite registry's stamp when last found current
 
     @property
     def scores_inline_safely(self) -> bool:
@@ -246,9 +279,13 @@ class Runtime:
 
     def reload_if_moved(self) -> bool:
         loaded = self.loaded
+        stamp = _registry_stamp(self.settings.tracking_uri)
+        if stamp is not None and stamp == self._registry_seen and loaded is not None and loaded.source == "registry":
+            return False
         wanted = self.current_versions()
         have = {t: v for t, v in (loaded.versions if loaded else {}).items() if t in TASK_ORDER}
         if wanted == have and loaded is not None and loaded.source == "registry":
+            self._registry_seen = stamp
             return False
         new = self._build(*load_champions(self.settings))
         if new.source != "registry":
