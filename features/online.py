@@ -291,15 +291,8 @@ def _proto_value(value: Any) -> Any:
     return None if kind is None or kind == "null_val" else getattr(value, kind)
 
 
-def read_online_arrays(
-    store: Any, customer_ids: Sequence[str], now: pd.Timestamp
-) -> tuple[np.ndarray, dict[str, list[str | None]], np.ndarray, np.ndarray]:
-    """Online features as stored: (matrix n x k, categoricals, feature cutoffs as UTC
-    datetime64[us] with NaT where not found, found mask).
-
-    Values are as of each row's cutoff (not aged; read_online ages them). Missing customers
-    get NaN rows and found=False.
-    """
+def _online_request(store: Any, customer_ids: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """(provider, online_read keyword arguments) for these customers."""
     import_feast()
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
@@ -307,11 +300,16 @@ def read_online_arrays(
     provider, view, requested = _online_reader(store)
     keys = [EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=str(c))]) for c in customer_ids]
     # a fresh list each call: the Redis store appends its timestamp field to the list it is given
-    rows = provider.online_read(config=store.config, table=view, entity_keys=keys, requested_features=list(requested))
+    return provider, {"config": store.config, "table": view, "entity_keys": keys, "requested_features": list(requested)}
+
+
+def _online_arrays(
+    rows: Sequence[tuple[Any, Any]], n: int
+) -> tuple[np.ndarray, dict[str, list[str | None]], np.ndarray, np.ndarray]:
+    """online_read's rows -> read_online_arrays' arrays."""
     names = numeric_names()
     cats = categorical_names()
-    n, k = len(customer_ids), len(names)
-    matrix = np.full((n, k), np.nan)
+    matrix = np.full((n, len(names)), np.nan)
     found = np.zeros(n, dtype=bool)
     cutoffs = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
     categoricals: dict[str, list[str | None]] = {c: [None] * n for c in cats}
@@ -332,6 +330,32 @@ def read_online_arrays(
     return matrix, categoricals, cutoffs, found
 
 
+def read_online_arrays(
+    store: Any, customer_ids: Sequence[str], now: pd.Timestamp
+) -> tuple[np.ndarray, dict[str, list[str | None]], np.ndarray, np.ndarray]:
+    """Online features as stored: (matrix n x k, categoricals, feature cutoffs as UTC
+    datetime64[us] with NaT where not found, found mask).
+
+    Values are as of each row's cutoff (not aged; read_online ages them). Missing customers
+    get NaN rows and found=False.
+    """
+    provider, request = _online_request(store, customer_ids)
+    return _online_arrays(provider.online_read(**request), len(customer_ids))
+
+
+def reads_async(store: Any) -> bool:
+    """Whether the online store reads without blocking the event loop (Redis: redis.asyncio)."""
+    return bool(getattr(store.config.online_store, "type", None) == "redis")
+
+
+async def read_online_async(store: Any, customer_ids: Sequence[str], now: pd.Timestamp) -> pd.DataFrame:
+    """`read_online` through the store's asynchronous client (`reads_async(store)` stores only): an
+    API worker awaits Redis on its event loop instead of sending the request to a thread."""
+    provider, request = _online_request(store, customer_ids)
+    rows = await provider.online_read_async(**request)
+    return _aged_frame(customer_ids, now, _online_arrays(rows, len(customer_ids)))
+
+
 def read_online(store: Any, customer_ids: Sequence[str], now: pd.Timestamp) -> pd.DataFrame:
     """Online features aged to `now`: customer_id, cutoff (= now), feature_time, found, features...
 
@@ -339,9 +363,18 @@ def read_online(store: Any, customer_ids: Sequence[str], now: pd.Timestamp) -> p
     tenure, recency ratios, the stage) are moved forward to `now` by the batch definitions
     (features.journeys.aging). Unknown customers get all-missing rows and found=False.
     """
+    return _aged_frame(customer_ids, now, read_online_arrays(store, customer_ids, now))
+
+
+def _aged_frame(
+    customer_ids: Sequence[str],
+    now: pd.Timestamp,
+    arrays: tuple[np.ndarray, dict[str, list[str | None]], np.ndarray, np.ndarray],
+) -> pd.DataFrame:
+    """read_online_arrays' arrays aged to `now`, as the online frame."""
     from features.journeys.aging import age_arrays
 
-    matrix, categoricals, cutoffs, found = read_online_arrays(store, customer_ids, now)
+    matrix, categoricals, cutoffs, found = arrays
     names = numeric_names()
     now64 = np.datetime64(now.tz_convert("UTC").tz_localize(None).as_unit("us").to_datetime64(), "us")
     elapsed = np.where(found, (now64 - cutoffs) / np.timedelta64(1, "s") / 86400.0, 0.0)

@@ -158,6 +158,8 @@ def create_app(settings: Settings | None = None, runtime_factory: Callable[[Sett
         tasks: list[str] | None = list(body.tasks) if body.tasks is not None else None
         if len(ids) <= INLINE_CUSTOMERS and runtime.scores_inline_safely:
             results, degraded, versions = runtime.score(ids, tasks, body.explain, body.actions)
+        elif len(ids) <= INLINE_CUSTOMERS and runtime.reads_async:
+            results, degraded, versions = await runtime.score_async(ids, tasks, body.explain, body.actions)
         else:
             results, degraded, versions = await run_in_threadpool(runtime.score, ids, tasks, body.explain, body.actions)
         request.scope["state"]["log_fields"] = {"customers": len(ids), "model_versions": versions, "degraded": degraded}

@@ -32,6 +32,7 @@ from serving.scoring import TASK_ORDER, Reference, primary_column, score_columns
 
 logger = logging.getLogger(LOGGER_NAME)
 STORE_RETRY_S = 0.2  # after an online-store failure, requests fall back this long before one probes it
+ASYNC_READ_TIMEOUT_S = 1.0  # an awaited online read gives up after this (a healthy Redis answers in ~1 ms)
 
 
 @dataclass
@@ -201,11 +202,20 @@ class Runtime:
 
     @property
     def scores_inline_safely(self) -> bool:
-        """Whether a small request may be scored on the event loop: only with the local SQLite
-        online store, healthy. A networked store (Redis) can hang rather than refuse; its reads
-        go to the threadpool, so a hung store holds those requests to its socket timeout but never
-        the event loop (health checks and other requests keep answering)."""
+        """Whether a small request may be read and scored on the event loop: only with the local
+        SQLite online store, healthy. A networked store (Redis) can hang rather than refuse; its
+        reads are awaited (`reads_async`) or go to the threadpool, so a hung store holds those
+        requests to its timeout but never the event loop (health checks and other requests keep
+        answering)."""
         return not self.settings.redis_url and self._store_failed_at is None
+
+    @property
+    def reads_async(self) -> bool:
+        """Whether the online store is read with an asynchronous client (Redis): a small request
+        then awaits its read on the event loop and is scored there, with no threadpool hop."""
+        from features.online import reads_async
+
+        return self.feature_store is not None and reads_async(self.feature_store)
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
@@ -322,25 +332,56 @@ class Runtime:
         self._stop.set()
 
     # ---- features ----------------------------------------------------------------------------
+    def _may_read(self) -> tuple[bool, bool]:
+        """(read the online store now?, holding the probe lock?).
+
+        After a failure, one request at a time probes the store (its client may wait for its
+        timeout) and the others fall back at once, so an outage degrades answers rather than
+        stalling them."""
+        if self._store_failed_at is None:
+            return True, False
+        if time.monotonic() - self._store_failed_at < STORE_RETRY_S or not self._store_probe.acquire(False):
+            return False, False
+        return True, True
+
+    def _store_failed(self, exc: Exception, ids: list[str], now: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+        self._store_failed_at = time.monotonic()
+        log(logger, "online_store_unavailable", error=type(exc).__name__)
+        return self._fallback(ids, now)
+
     def _online(self, ids: list[str], now: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
         """Online features aged to now, and a degraded flag per row (the store failed)."""
         from features.online import read_online
 
-        # After a failure, one request at a time probes the store (its client retries for seconds)
-        # and the others fall back at once, so an outage degrades answers rather than stalling them.
-        probing = False
-        if self._store_failed_at is not None:
-            if time.monotonic() - self._store_failed_at < STORE_RETRY_S or not self._store_probe.acquire(False):
-                return self._fallback(ids, now)
-            probing = True
+        read, probing = self._may_read()
+        if not read:
+            return self._fallback(ids, now)
         try:
             frame = read_online(self.feature_store, ids, now)
             self._store_failed_at = None
             return frame, np.zeros(len(ids), dtype=bool)
         except Exception as exc:  # noqa: BLE001 - the online store is down: fall back, never 5xx
-            self._store_failed_at = time.monotonic()
-            log(logger, "online_store_unavailable", error=type(exc).__name__)
+            return self._store_failed(exc, ids, now)
+        finally:
+            if probing:
+                self._store_probe.release()
+
+    async def _online_async(self, ids: list[str], now: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+        """`_online` through the store's asynchronous client: the event loop keeps serving while
+        Redis answers, or hangs (the read gives up after ASYNC_READ_TIMEOUT_S)."""
+        import asyncio
+
+        from features.online import read_online_async
+
+        read, probing = self._may_read()
+        if not read:
             return self._fallback(ids, now)
+        try:
+            frame = await asyncio.wait_for(read_online_async(self.feature_store, ids, now), ASYNC_READ_TIMEOUT_S)
+            self._store_failed_at = None
+            return frame, np.zeros(len(ids), dtype=bool)
+        except Exception as exc:  # noqa: BLE001 - the online store is down or hung: fall back, never 5xx
+            return self._store_failed(exc, ids, now)
         finally:
             if probing:
                 self._store_probe.release()
@@ -371,6 +412,17 @@ class Runtime:
         assert loaded is not None
         now = pd.Timestamp.now(tz="UTC")
         features, degraded = self._online(ids, now)
+        return self._score(loaded, features, degraded, tasks, explain, actions)
+
+    async def score_async(
+        self, ids: list[str], tasks: list[str] | None, explain: bool, actions: bool
+    ) -> tuple[list[dict[str, Any]], bool, dict[str, str]]:
+        """`score` with the online read awaited (`reads_async` stores); the scoring itself runs on
+        the caller's thread, so keep it to small requests."""
+        loaded = self.loaded
+        assert loaded is not None
+        now = pd.Timestamp.now(tz="UTC")
+        features, degraded = await self._online_async(ids, now)
         return self._score(loaded, features, degraded, tasks, explain, actions)
 
     def _score(
