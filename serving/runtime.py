@@ -211,11 +211,14 @@ class Runtime:
 
     @property
     def reads_async(self) -> bool:
-        """Whether the online store is read with an asynchronous client (Redis): a small request
-        then awaits its read on the event loop and is scored there, with no threadpool hop."""
+        """Whether a small request should await its online read on the event loop and be scored
+        there, with no threadpool hop: an online store with an asynchronous client (Redis), healthy.
+        While the store is failing, requests answer degraded from the threadpool as before: under
+        a saturating load the loop, scoring every request itself, answered /health/live in
+        250-500 ms during a Redis hang, against ~70 ms with the threadpool."""
         from features.online import reads_async
 
-        return self.feature_store is not None and reads_async(self.feature_store)
+        return self.feature_store is not None and self._store_failed_at is None and reads_async(self.feature_store)
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
