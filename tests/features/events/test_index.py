@@ -288,3 +288,19 @@ def test_the_cached_listing_sees_files_added_to_a_folder(
     append_events(EventStore(reader.root), events([("b", "2025-01-01")], "y"), NOW)
     assert len(reader.files()) == 2
     assert reader.read_customers(["b"]).column("event_id").to_pylist() == ["y-0"]
+
+
+def test_held_dedup_keys_follow_appends(simulated: tuple[EventStore, pd.DataFrame]) -> None:
+    """A store object that served reads keeps its sorted dedup keys through later appends (merged,
+    not reloaded) and they stay what a fresh object loads: a re-sent event is still a duplicate."""
+    store, clean = simulated
+    held = store.keys()
+    assert held.size == len(clean) and np.all(held[1:] >= held[:-1])
+    first = events([("late-1", "2025-03-02"), ("late-2", "2025-03-03")], "late")
+    second = events([("late-3", "2025-03-04")], "later")
+    for batch in (first, second):
+        written, duplicates, _ = append_events(store, batch, NOW)
+        assert written == len(batch) and duplicates == 0
+        np.testing.assert_array_equal(store.keys(), EventStore(store.root).keys())
+    assert store.keys().size == len(clean) + 3
+    assert append_events(store, first, NOW)[:2] == (0, len(first))  # re-sent: nothing written
