@@ -133,12 +133,14 @@ def create_app(settings: Settings | None = None, runtime_factory: Callable[[Sett
         logger.error("unhandled", extra={"fields": {"request_id": _request_id(request), "error": type(exc).__name__}})
         return JSONResponse(error_body("internal_error", "internal error", _request_id(request)), status_code=500)
 
+    # Health answers are async: no threadpool hop, so they measure the event loop itself and do not
+    # queue for a thread behind scoring work.
     @app.get("/health/live", tags=["health"])
-    def live() -> dict[str, str]:
+    async def live() -> dict[str, str]:
         return {"status": "live"}
 
     @app.get("/health/ready", tags=["health"])
-    def ready(request: Request) -> JSONResponse:
+    async def ready(request: Request) -> JSONResponse:
         runtime = request.app.state.runtime
         if runtime is None or not runtime.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
@@ -221,11 +223,11 @@ def _open_inference(app: FastAPI) -> None:
     """Open Inference Protocol v2 paths for KServe / Seldon users."""
 
     @app.get("/v2/health/live", tags=["v2"])
-    def v2_live() -> dict[str, bool]:
+    async def v2_live() -> dict[str, bool]:
         return {"live": True}
 
     @app.get("/v2/health/ready", tags=["v2"])
-    def v2_ready(request: Request) -> JSONResponse:
+    async def v2_ready(request: Request) -> JSONResponse:
         runtime = request.app.state.runtime
         ok = runtime is not None and runtime.ready
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
