@@ -36,13 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def full_scan_history(settings: Any, customer_ids: Sequence[str]) -> pd.DataFrame:
-    """The reference: `customer_history` before the index (every file of the store, every call)."""
+def full_scan(store: Any, customer_ids: Sequence[str]) -> pd.DataFrame:
+    """The reference: the reader before the index, DuckDB over every file of the store (every
+    call), semi-joined on the ids. tests/features/events/test_index.py holds the index to it."""
     import duckdb
 
-    from features.events.store import EventStore
-
-    store = EventStore(settings.events_dir)
     if store.is_empty() or not customer_ids:
         return store.read().to_pandas().iloc[0:0]
     con = duckdb.connect()
@@ -55,6 +53,13 @@ def full_scan_history(settings: Any, customer_ids: Sequence[str]) -> pd.DataFram
     finally:
         con.close()
     return pd.DataFrame(table.to_pandas())
+
+
+def full_scan_history(settings: Any, customer_ids: Sequence[str]) -> pd.DataFrame:
+    """`customer_history` before the index."""
+    from features.events.store import EventStore
+
+    return full_scan(EventStore(settings.events_dir), customer_ids)
 
 
 def timed(fn: Callable[[], object]) -> float:

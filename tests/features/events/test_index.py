@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 import features.events.ingest as ingest_module
 import features.events.store as store_module
+from benchmarks.bench_refresh import full_scan
 from core.contract import EVENT_SCHEMA
 from core.settings import get_settings
 from features.events.ingest import append_events, ingest_files
@@ -29,22 +29,6 @@ from features.events.store import INDEX_DIR, EventStore, customer_keys
 from features.realtime import customer_history
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
-
-
-def full_scan(store: EventStore, customer_ids: Sequence[str]) -> pd.DataFrame:
-    """The reader before the index: DuckDB over every file of the store, semi-joined on the ids."""
-    if store.is_empty() or not customer_ids:
-        return store.read().to_pandas().iloc[0:0]
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone='UTC'")
-        con.register("ids", pd.DataFrame({"customer_id": list(customer_ids)}))
-        table = con.sql(
-            f"SELECT e.* FROM read_parquet('{store.glob}', hive_partitioning=false) e SEMI JOIN ids USING (customer_id)"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    return table.to_pandas()
 
 
 def assert_same_history(store: EventStore, customer_ids: Sequence[str]) -> None:
