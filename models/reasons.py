@@ -230,22 +230,8 @@ def top_reasons_matrix(
     for j in np.unique(order).tolist():
         columns[j] = column_of(labels[j])
     out: list[list[dict[str, Any]]] = []
-    isnan = math.isnan
     for i, (js, cs) in enumerate(zip(order.tolist(), picked.tolist(), strict=True)):
-        row = []
-        for j, c in zip(js, cs, strict=True):
-            if c == 0.0:
-                continue
-            name = labels[j]
-            value = columns[j][i]
-            row.append({
-                "feature": name,
-                "value": None if value is None or (isinstance(value, float) and isnan(value)) else value,
-                "contribution": round(c, 4),
-                "direction": "raises" if c > 0 else "lowers",
-                "text": describe(name, value),
-            })  # fmt: skip
-        out.append(row)
+        out.append([_reason(labels[j], c, columns[j][i], describe) for j, c in zip(js, cs, strict=True) if c != 0.0])
     return out
 
 

@@ -69,13 +69,18 @@ def _load_bundle(settings: Settings, task: str) -> tuple[Any, dict[str, Any]] | 
     return data["model"], data["info"]
 
 
+def _sqlite_path(uri: str) -> str:
+    """The file of a `sqlite:///path` URI ("" or ":memory:" for an in-memory database)."""
+    return uri.split("://", 1)[-1][1:]
+
+
 def registry_reachable(uri: str, timeout: float = 2.0) -> bool:
     """A quick look before MLflow's: it retries an unreachable database for about an hour, and
     creates whatever folders a sqlite URI names. A sqlite file in a folder that does not exist is
     unreachable; a missing file in an existing folder is a new, empty registry (MLflow creates it)."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme == "sqlite":
-        path = uri.split("://", 1)[-1][1:]
+        path = _sqlite_path(uri)
         return path in ("", ":memory:") or Path(path).parent.is_dir()
     if scheme in ("postgresql", "postgres", "mysql", "mssql"):
         import socket
@@ -168,7 +173,7 @@ def _registry_stamp(uri: str) -> tuple[int, ...] | None:
     tick could leave the stamp equal."""
     if uri.split(":", 1)[0].lower() != "sqlite":
         return None
-    path = uri.split("://", 1)[-1][1:]
+    path = _sqlite_path(uri)
     if path in ("", ":memory:"):
         return None
     stamp: list[int] = []
